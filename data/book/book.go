@@ -54,9 +54,12 @@ const (
 	Trade
 	// Clear empties the book.
 	Clear
+	// Set overwrites the aggregated level at Price on Side with Size (size 0
+	// removes it), for price-level (L2) feeds such as exchange depth diffs.
+	Set
 )
 
-var actionNames = [...]string{"?", "add", "cancel", "modify", "fill", "trade", "clear"}
+var actionNames = [...]string{"?", "add", "cancel", "modify", "fill", "trade", "clear", "set"}
 
 func (a Action) String() string {
 	if int(a) < len(actionNames) {
@@ -216,6 +219,11 @@ func (b *Book) Apply(e *Event) error {
 	case Trade:
 	case Clear:
 		b.Reset()
+	case Set:
+		if e.Side != Bid && e.Side != Ask {
+			return fmt.Errorf("book: set level %d: side %v", e.Price, e.Side)
+		}
+		b.SetLevel(e.Side, e.Price, e.Size, 0)
 	default:
 		return fmt.Errorf("book: order %d: unknown action %d", e.OrderID, e.Action)
 	}
