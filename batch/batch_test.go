@@ -1,0 +1,147 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+)
+
+func synthetic(rows, f int) []Series {
+	s := Series{Symbol: "X", Features: make([]float32, rows*f), Labels: make([]int32, rows)}
+	for r := 0; r < rows; r++ {
+		for j := 0; j < f; j++ {
+			s.Features[r*f+j] = float32(r*100 + j)
+		}
+		s.Labels[r] = int32(r % 3)
+	}
+	s.Labels[rows-1] = -1
+	return []Series{s}
+}
+
+func TestTimeSplitPurgesAndEmbargoes(t *testing.T) {
+	series := synthetic(1000, 2)
+	sp, err := TimeSplit(series, 4, 10, 5, 0.8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxTrain, minVal := uint32(0), uint32(1<<31)
+	for _, r := range sp.Train {
+		maxTrain = max(maxTrain, r.Row)
+	}
+	for _, r := range sp.Val {
+		minVal = min(minVal, r.Row)
+		if r.Row == 999 {
+			t.Fatal("unlabelled row sampled")
+		}
+	}
+	// Cut at 800: train labels (t+10) stay below 800, validation starts at 805.
+	if maxTrain != 789 || minVal != 805 || sp.Train[0].Row != 3 {
+		t.Fatalf("train ends at %d, validation starts at %d, first train row %d", maxTrain, minVal, sp.Train[0].Row)
+	}
+}
+
+func TestGatherWindows(t *testing.T) {
+	series := synthetic(50, 3)
+	w := &Windows{Series: series, F: 3, W: 4}
+	x := make([]float32, 2*12)
+	y := make([]int32, 2)
+	w.Gather([]Ref{{0, 3}, {0, 10}}, x, y)
+	if x[0] != 0 || x[11] != 302 || x[12] != 700 || x[23] != 1002 || y[0] != 0 || y[1] != 1 {
+		t.Fatalf("x=%v y=%v", x, y)
+	}
+}
+
+func TestSamplerDeterministicAndResumable(t *testing.T) {
+	a := NewSampler(100, 7, true)
+	b := NewSampler(100, 7, true)
+	da, db := make([]int32, 30), make([]int32, 30)
+	var seq [][]int32
+	for i := 0; i < 10; i++ {
+		a.Next(da)
+		b.Next(db)
+		if !slices.Equal(da, db) {
+			t.Fatal("same seed, different order")
+		}
+		seq = append(seq, slices.Clone(da))
+	}
+	// Each epoch (3 batches of 30 out of 100) has no repeats.
+	seen := map[int32]bool{}
+	for _, v := range slices.Concat(seq[0], seq[1], seq[2]) {
+		if seen[v] {
+			t.Fatalf("sample %d twice in one epoch", v)
+		}
+		seen[v] = true
+	}
+	if slices.Equal(seq[0], seq[3]) {
+		t.Fatal("epochs share an order")
+	}
+	// Resume from the state after batch 4.
+	c := NewSampler(100, 7, true)
+	for i := 0; i < 4; i++ {
+		c.Next(da)
+	}
+	st := c.State()
+	d := NewSampler(100, 0, true)
+	if err := d.Restore(st); err != nil {
+		t.Fatal(err)
+	}
+	for i := 4; i < 10; i++ {
+		d.Next(da)
+		if !slices.Equal(da, seq[i]) {
+			t.Fatalf("resumed batch %d differs", i)
+		}
+	}
+	if err := d.Restore(SamplerState{Pos: 101}); err == nil {
+		t.Fatal("out-of-range state accepted")
+	}
+}
+
+func TestLoaderOrderReuseAndCancel(t *testing.T) {
+	series := synthetic(500, 2)
+	w := &Windows{Series: series, F: 2, W: 3}
+	sp, _ := TimeSplit(series, 3, 1, 0, 0.5)
+	ctx, cancel := context.WithCancel(context.Background())
+	ld, err := NewLoader(ctx, w, sp.Train, NewSampler(len(sp.Train), 1, true), LoaderConfig{BatchSize: 16, Prefetch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := NewSampler(len(sp.Train), 1, true)
+	idx := make([]int32, 16)
+	for i := 0; i < 40; i++ {
+		b, err := ld.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref.Next(idx)
+		if !slices.Equal(idx, b.Index) || b.State != ref.State() {
+			t.Fatalf("batch %d: loader order differs from the sampler's", i)
+		}
+		ld.Release(b)
+	}
+	// Steady state allocates nothing per batch.
+	allocs := testingAllocs(func() {
+		b, err := ld.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ld.Release(b)
+	})
+	if allocs > 0 {
+		t.Errorf("%.1f allocations per batch in steady state", allocs)
+	}
+	cancel()
+	for {
+		_, err := ld.Next(context.Background())
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("after cancel: %v", err)
+			}
+			break
+		}
+	}
+	ld.Close()
+	if _, err := NewLoader(context.Background(), w, sp.Train, NewSampler(1, 1, true), LoaderConfig{BatchSize: 0}); err == nil {
+		t.Fatal("batch size 0 accepted")
+	}
+}

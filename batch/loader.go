@@ -1,0 +1,134 @@
+package batch
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// Batch is one training batch, staged as tensors ready to be fed to a
+// compiled step. Batches are owned by the Loader and reused: hand each back
+// with Loader.Release once the step that used it has been dispatched.
+type Batch struct {
+	X     *tensors.Tensor // float32 [B, W*F]
+	Y     *tensors.Tensor // int32 [B]
+	Index []int32         // positions in the loader's refs, to name samples
+	State SamplerState    // sampler state after this batch, for checkpoints
+	refs  []Ref
+}
+
+// Loader assembles batches in a background goroutine, up to Prefetch ahead
+// of the consumer, reusing a fixed set of buffers (no allocation in steady
+// state). Back-pressure: the producer waits for a released batch.
+type Loader struct {
+	out    chan *Batch
+	free   chan *Batch
+	errc   chan error
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// LoaderConfig configures NewLoader.
+type LoaderConfig struct {
+	BatchSize int
+	Prefetch  int // batches staged ahead (>= 1)
+}
+
+// NewLoader starts producing batches of w's samples refs in the order the
+// sampler gives. The loader stops when ctx is cancelled or Close is called.
+func NewLoader(ctx context.Context, w *Windows, refs []Ref, s *Sampler, cfg LoaderConfig) (*Loader, error) {
+	if cfg.BatchSize <= 0 || cfg.BatchSize > len(refs) {
+		return nil, fmt.Errorf("batch: batch size %d with %d samples", cfg.BatchSize, len(refs))
+	}
+	if cfg.Prefetch < 1 {
+		cfg.Prefetch = 1
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	l := &Loader{
+		out:    make(chan *Batch, cfg.Prefetch),
+		free:   make(chan *Batch, cfg.Prefetch+2),
+		errc:   make(chan error, 1),
+		cancel: cancel,
+	}
+	n := w.SampleSize()
+	for i := 0; i < cfg.Prefetch+2; i++ {
+		l.free <- &Batch{
+			X:     tensors.FromShape(shapeF32(cfg.BatchSize, n)),
+			Y:     tensors.FromShape(shapeI32(cfg.BatchSize)),
+			Index: make([]int32, cfg.BatchSize),
+			refs:  make([]Ref, cfg.BatchSize),
+		}
+	}
+	l.wg.Add(1)
+	go l.run(ctx, w, refs, s)
+	return l, nil
+}
+
+func (l *Loader) run(ctx context.Context, w *Windows, refs []Ref, s *Sampler) {
+	defer l.wg.Done()
+	defer close(l.out)
+	for {
+		var b *Batch
+		select {
+		case <-ctx.Done():
+			return
+		case b = <-l.free:
+		}
+		s.Next(b.Index)
+		for i, j := range b.Index {
+			b.refs[i] = refs[j]
+		}
+		b.State = s.State()
+		var err error
+		if e := b.X.MutableFlatData(func(flat any) {
+			err = b.Y.MutableFlatData(func(fy any) {
+				w.Gather(b.refs, flat.([]float32), fy.([]int32))
+			})
+		}); e != nil || err != nil {
+			l.errc <- fmt.Errorf("batch: staging batch: %v %v", e, err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case l.out <- b:
+		}
+	}
+}
+
+// Next returns the next batch. It returns the producer's error, or the
+// context's error once the loader is cancelled.
+func (l *Loader) Next(ctx context.Context) (*Batch, error) {
+	select {
+	case b, ok := <-l.out:
+		if ok {
+			return b, nil
+		}
+		select {
+		case err := <-l.errc:
+			return nil, err
+		default:
+			return nil, context.Canceled
+		}
+	case err := <-l.errc:
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Release hands a batch back for reuse.
+func (l *Loader) Release(b *Batch) {
+	select {
+	case l.free <- b:
+	default:
+	}
+}
+
+// Close stops the producer and waits for it.
+func (l *Loader) Close() {
+	l.cancel()
+	l.wg.Wait()
+}

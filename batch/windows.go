@@ -1,0 +1,124 @@
+// Package batch turns per-event feature series into training batches:
+// windowed samples, time-ordered splits, deterministic resumable samplers
+// and a prefetching loader that reuses its buffers.
+package batch
+
+import (
+	"fmt"
+	"math"
+)
+
+// Series is one instrument's events: a row-major feature matrix with F
+// columns and one label per row (-1 where a row has no label).
+type Series struct {
+	Instrument uint32
+	Symbol     string
+	Features   []float32 // len = Rows()*F
+	Labels     []int32
+	TsNs       []int64
+}
+
+// Rows is the number of events in the series.
+func (s *Series) Rows() int { return len(s.Labels) }
+
+// Ref names one sample: the window of W rows of series Series ending at Row.
+type Ref struct {
+	Series uint32
+	Row    uint32
+}
+
+// Windows is a set of windowed samples over several series.
+type Windows struct {
+	Series []Series
+	F, W   int
+	Refs   []Ref
+}
+
+// SampleSize is the length of one flattened sample, W*F.
+func (w *Windows) SampleSize() int { return w.W * w.F }
+
+// Gather writes the samples named by refs into x (len(refs)*W*F floats,
+// oldest row first within each sample) and their labels into y.
+func (w *Windows) Gather(refs []Ref, x []float32, y []int32) {
+	n := w.SampleSize()
+	for i, r := range refs {
+		s := &w.Series[r.Series]
+		end := (int(r.Row) + 1) * w.F
+		copy(x[i*n:(i+1)*n], s.Features[end-n:end])
+		y[i] = s.Labels[r.Row]
+	}
+}
+
+// Split holds the train and validation samples of a time-ordered split.
+type Split struct {
+	Train, Val []Ref
+}
+
+// TimeSplit splits every series at the same fraction of its rows: samples
+// before the cut train, samples after validate. Training samples whose
+// label horizon (the next horizon rows) reaches past the cut are dropped
+// (purged), and embargo more rows after the cut are skipped, so no label on
+// one side depends on prices the other side sees. Rows without a label and
+// rows with fewer than W-1 predecessors are never sampled.
+func TimeSplit(series []Series, w, horizon, embargo int, trainFrac float64) (Split, error) {
+	if trainFrac <= 0 || trainFrac >= 1 {
+		return Split{}, fmt.Errorf("batch: train fraction %g, want in (0, 1)", trainFrac)
+	}
+	var sp Split
+	for si := range series {
+		s := &series[si]
+		n := s.Rows()
+		if n > math.MaxUint32 {
+			return Split{}, fmt.Errorf("batch: series %s has %d rows, more than 2^32", s.Symbol, n)
+		}
+		cut := int(float64(n) * trainFrac)
+		for r := w - 1; r < n; r++ {
+			if s.Labels[r] < 0 {
+				continue
+			}
+			ref := Ref{Series: uint32(si), Row: uint32(r)}
+			switch {
+			case r+horizon < cut:
+				sp.Train = append(sp.Train, ref)
+			case r >= cut+embargo:
+				sp.Val = append(sp.Val, ref)
+			}
+		}
+	}
+	if len(sp.Train) == 0 || len(sp.Val) == 0 {
+		return Split{}, fmt.Errorf("batch: split left %d train and %d validation samples", len(sp.Train), len(sp.Val))
+	}
+	return sp, nil
+}
+
+// Normalizer holds per-feature mean and standard deviation.
+type Normalizer struct {
+	Mean, Std []float32
+}
+
+// FitNormalizer computes per-feature mean and standard deviation over the
+// rows the given samples end at (each training row once), in float64.
+// A feature with zero variance gets std 1.
+func FitNormalizer(w *Windows, refs []Ref) Normalizer {
+	sum := make([]float64, w.F)
+	sq := make([]float64, w.F)
+	for _, r := range refs {
+		row := w.Series[r.Series].Features[int(r.Row)*w.F : (int(r.Row)+1)*w.F]
+		for j, v := range row {
+			sum[j] += float64(v)
+			sq[j] += float64(v) * float64(v)
+		}
+	}
+	nz := Normalizer{Mean: make([]float32, w.F), Std: make([]float32, w.F)}
+	n := float64(len(refs))
+	for j := range sum {
+		m := sum[j] / n
+		v := sq[j]/n - m*m
+		nz.Mean[j] = float32(m)
+		nz.Std[j] = 1
+		if v > 1e-12 {
+			nz.Std[j] = float32(math.Sqrt(v))
+		}
+	}
+	return nz
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/gallop-dev/gallop/data/dataset"
+	"github.com/gallop-dev/gallop/data/feature"
+	"github.com/gallop-dev/gallop/data/sim"
+	"github.com/gallop-dev/gallop/device"
+	"github.com/gallop-dev/gallop/infer"
+	"github.com/gallop-dev/gallop/model"
+	"github.com/gallop-dev/gallop/profile"
+	"github.com/gallop-dev/gallop/train"
+)
+
+const benchUsage = `usage: gallop bench infer [flags] <run-dir | export-dir>
+
+Loads the exported model of a run into gallop's pure-Go engine and measures
+the latency of one event (feature vector in, logits out) on one core, with
+real feature vectors from the embedded market, and the same forward pass
+through a GoMLX Exec per event for comparison.
+
+Flags:
+`
+
+func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "infer" {
+		fmt.Fprint(stderr, benchUsage)
+		return errUsage
+	}
+	fs := flag.NewFlagSet("bench infer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
+	n := fs.Int("n", 200_000, "timed events")
+	gomlxN := fs.Int("gomlx-n", 2000, "timed events through GoMLX (0 to skip)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return flagErr(err)
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	if *n < 1 {
+		return fmt.Errorf("bench infer: -n %d, want >= 1", *n)
+	}
+	dir := fs.Arg(0)
+	if !fileExists(filepath.Join(dir, "model.json")) {
+		dir = filepath.Join(dir, "export")
+	}
+	m, err := infer.Load(dir)
+	if err != nil {
+		return fmt.Errorf("bench infer: %w", err)
+	}
+	eng, err := infer.NewMLP(m)
+	if err != nil {
+		return fmt.Errorf("bench infer: %w", err)
+	}
+	inputs, err := benchInputs(m, 20_000)
+	if err != nil {
+		return err
+	}
+	r := infer.Bench(eng.NewStream(), inputs, *n)
+	fmt.Fprintf(stdout, "model    %s %v, window %d × %d features, from %s\n", m.Arch, m.Layers, m.Window, len(m.Features), dir)
+	fmt.Fprintf(stdout, "engine   pure Go, one core, %d events\n", r.Events)
+	fmt.Fprintf(stdout, "  per event   p50 %v  p99 %v  p99.9 %v  mean %v\n", r.P50, r.P99, r.P999, r.Mean)
+	fmt.Fprintf(stdout, "  throughput  %.0f events/s\n", r.EventsPerSec)
+	fmt.Fprintf(stdout, "  allocations %.3g per event\n", r.AllocsPerEvent)
+	if *gomlxN > 0 {
+		p50, p99, err := benchGoMLX(m, inputs, *gomlxN)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "gomlx    Exec per event (go backend), %d events: p50 %v  p99 %v  → engine is %.0f× faster at p50\n",
+			*gomlxN, p50, p99, float64(p50)/math.Max(1, float64(r.P50)))
+	}
+	return nil
+}
+
+// benchInputs simulates a fresh stretch of the embedded market (a seed the
+// training never used) and returns its raw feature vectors.
+func benchInputs(m *infer.Model, events int) ([][]float32, error) {
+	if len(m.Features) != feature.Count {
+		return nil, fmt.Errorf("bench infer: model has %d features, the embedded market gives %d", len(m.Features), feature.Count)
+	}
+	cfg := sim.DefaultConfig()
+	cfg.Seed = 0xbe7c4
+	cfg.Events = events
+	cfg.Instruments = cfg.Instruments[:1]
+	series, err := dataset.Simulated(cfg, dataset.Labeling{Horizon: 1})
+	if err != nil {
+		return nil, err
+	}
+	s := series[0]
+	out := make([][]float32, s.Rows())
+	for i := range out {
+		out[i] = s.Features[i*feature.Count : (i+1)*feature.Count]
+	}
+	return out, nil
+}
+
+// benchGoMLX times the same model as a GoMLX graph, one event (batch of one
+// window) per Exec call, on the go backend.
+func benchGoMLX(m *infer.Model, inputs [][]float32, n int) (p50, p99 time.Duration, err error) {
+	backend, _, err := device.Open(device.Spec{Kind: "cpu"}, device.Options{})
+	if err != nil {
+		return 0, 0, err
+	}
+	mlp, err := model.NewMLP(m.Window, len(m.Features), m.Layers[1:len(m.Layers)-1], len(m.Classes))
+	if err != nil {
+		return 0, 0, err
+	}
+	st := &train.State{}
+	for i := range m.W {
+		l := m.Layers
+		st.Params = append(st.Params, tensors.FromFlatDataAndDimensions(m.W[i], l[i], l[i+1]), tensors.FromFlatDataAndDimensions(m.B[i], l[i+1]))
+	}
+	s := train.NewStepper(backend, mlp, train.DefaultOptimizer())
+	mean := tensors.FromFlatDataAndDimensions(m.Mean, len(m.Mean))
+	std := tensors.FromFlatDataAndDimensions(m.Std, len(m.Std))
+	F, W := len(m.Features), m.Window
+	x := make([]float32, W*F)
+	lat := make([]time.Duration, 0, n)
+	for i := 0; i < n+100; i++ {
+		for t := 0; t < W; t++ {
+			copy(x[t*F:], inputs[(i+t)%len(inputs)])
+		}
+		t0 := time.Now()
+		xt := tensors.FromFlatDataAndDimensions(x, 1, W*F)
+		out, err := s.Predict(st, mean, std, xt)
+		if err != nil {
+			return 0, 0, err
+		}
+		tensors.MustConstFlatData(out, func([]float32) {})
+		if i >= 100 {
+			lat = append(lat, time.Since(t0))
+		}
+		out.FinalizeAll()
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[len(lat)*99/100], nil
+}
+
+func cmdProfile(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("profile", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: gallop profile <run-dir>\n\nPrints the profile report and verdict of a finished run.\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		return flagErr(err)
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	rep, err := profile.Load(filepath.Join(fs.Arg(0), "profile.json"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, rep.String())
+	return nil
+}
+
+func simResolved(c sim.Config) sim.Config { return sim.Resolved(c) }

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/gallop-dev/gallop/data/sim"
+	"github.com/gallop-dev/gallop/train"
+)
+
+// Config is the fully resolved configuration of a training run. It is
+// recorded in run.json; `gallop train --config run.toml` reads the same keys.
+type Config struct {
+	Seed    uint64 `toml:"seed" json:"seed"`
+	Device  string `toml:"device" json:"device"`
+	RunsDir string `toml:"runs_dir" json:"runs_dir"`
+
+	Data  DataConfig  `toml:"data" json:"data"`
+	Model ModelConfig `toml:"model" json:"model"`
+	Train TrainConfig `toml:"train" json:"train"`
+}
+
+// DataConfig chooses and labels the data.
+type DataConfig struct {
+	Source    string     `toml:"source" json:"source"` // "sim": the embedded simulator
+	Sim       sim.Config `toml:"sim" json:"sim"`
+	Window    int        `toml:"window" json:"window"`         // events per sample
+	Horizon   int        `toml:"horizon" json:"horizon"`       // label horizon k, events
+	Theta     float64    `toml:"theta" json:"theta"`           // label threshold, ticks
+	TrainFrac float64    `toml:"train_frac" json:"train_frac"` // time split
+	Embargo   int        `toml:"embargo" json:"embargo"`       // rows skipped after the cut
+}
+
+// ModelConfig chooses the model.
+type ModelConfig struct {
+	Arch   string `toml:"arch" json:"arch"`
+	Hidden []int  `toml:"hidden" json:"hidden"`
+}
+
+// TrainConfig sets the loop.
+type TrainConfig struct {
+	Steps           int             `toml:"steps" json:"steps"`
+	BatchSize       int             `toml:"batch_size" json:"batch_size"`
+	LR              float64         `toml:"lr" json:"lr"`
+	Schedule        string          `toml:"schedule" json:"schedule"`
+	Optimizer       train.Optimizer `toml:"optimizer" json:"optimizer"`
+	EvalEvery       int             `toml:"eval_every" json:"eval_every"`
+	CheckpointEvery int             `toml:"checkpoint_every" json:"checkpoint_every"`
+	KeepCheckpoints int             `toml:"keep_checkpoints" json:"keep_checkpoints"`
+	Prefetch        int             `toml:"prefetch" json:"prefetch"`
+	GuardLag        int             `toml:"guard_lag" json:"guard_lag"`
+	Profile         bool            `toml:"profile" json:"profile"`
+}
+
+// DefaultConfig is the main job: the embedded market, an MLP, about a
+// minute and a half on two cores.
+func DefaultConfig() Config {
+	return Config{
+		Seed:    1,
+		Device:  "cpu",
+		RunsDir: "runs",
+		Data: DataConfig{
+			Source:    "sim",
+			Sim:       sim.DefaultConfig(),
+			Window:    10,
+			Horizon:   100,
+			Theta:     0.1,
+			TrainFrac: 0.8,
+			Embargo:   100,
+		},
+		Model: ModelConfig{Arch: "mlp", Hidden: []int{128, 64}},
+		Train: TrainConfig{
+			Steps:           8000,
+			BatchSize:       256,
+			LR:              2e-3,
+			Schedule:        "onecycle",
+			Optimizer:       train.DefaultOptimizer(),
+			EvalEvery:       2000,
+			CheckpointEvery: 2000,
+			KeepCheckpoints: 2,
+			Prefetch:        4,
+			GuardLag:        4,
+			Profile:         true,
+		},
+	}
+}
+
+// Validate reports the first value that cannot run, naming its key.
+func (c *Config) Validate() error {
+	d, t := c.Data, c.Train
+	switch {
+	case d.Source != "sim":
+		return fmt.Errorf("config: data.source = %q: only \"sim\" (the embedded simulator) is supported by train so far", d.Source)
+	case d.Window < 1:
+		return fmt.Errorf("config: data.window = %d, want >= 1", d.Window)
+	case d.Horizon < 1:
+		return fmt.Errorf("config: data.horizon = %d, want >= 1", d.Horizon)
+	case d.Theta < 0:
+		return fmt.Errorf("config: data.theta = %g, want >= 0", d.Theta)
+	case d.TrainFrac <= 0 || d.TrainFrac >= 1:
+		return fmt.Errorf("config: data.train_frac = %g, want in (0, 1)", d.TrainFrac)
+	case c.Model.Arch != "mlp":
+		return fmt.Errorf("config: model.arch = %q: want mlp", c.Model.Arch)
+	case t.Steps < 1:
+		return fmt.Errorf("config: train.steps = %d, want >= 1", t.Steps)
+	case t.BatchSize < 1:
+		return fmt.Errorf("config: train.batch_size = %d, want >= 1", t.BatchSize)
+	case t.LR <= 0:
+		return fmt.Errorf("config: train.lr = %g, want > 0", t.LR)
+	case d.Sim.Events < 1000:
+		return fmt.Errorf("config: data.sim.events = %d, want >= 1000", d.Sim.Events)
+	}
+	for _, h := range c.Model.Hidden {
+		if h < 1 {
+			return fmt.Errorf("config: model.hidden = %v: sizes must be >= 1", c.Model.Hidden)
+		}
+	}
+	if _, err := train.ParseSchedule(t.Schedule, t.LR, int64(t.Steps)); err != nil {
+		return fmt.Errorf("config: train.schedule: %w", err)
+	}
+	return d.Sim.Validate()
+}
+
+// loadTOML overlays a TOML file on c, refusing unknown keys.
+func loadTOML(path string, c *Config) error {
+	md, err := toml.DecodeFile(path, c)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+// intList is a flag.Value for "256,128".
+type intList struct{ p *[]int }
+
+func (l intList) String() string {
+	if l.p == nil {
+		return ""
+	}
+	s := make([]string, len(*l.p))
+	for i, v := range *l.p {
+		s[i] = strconv.Itoa(v)
+	}
+	return strings.Join(s, ",")
+}
+
+func (l intList) Set(v string) error {
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return fmt.Errorf("%q is not a list of integers", v)
+		}
+		out = append(out, n)
+	}
+	*l.p = out
+	return nil
+}
+
+// trainFlags binds the flags of `gallop train` to c. Flags win over the
+// config file: main parses twice (see parseTrainFlags).
+func trainFlags(fs *flag.FlagSet, c *Config) {
+	fs.Uint64Var(&c.Seed, "seed", c.Seed, "seed of everything random (simulator, init, shuffle)")
+	fs.StringVar(&c.Device, "device", c.Device, "cpu, gpu or gpu:0,1,...")
+	fs.StringVar(&c.RunsDir, "runs-dir", c.RunsDir, "where run directories are created")
+	fs.IntVar(&c.Data.Sim.Events, "events", c.Data.Sim.Events, "simulated events per instrument")
+	fs.IntVar(&c.Data.Window, "window", c.Data.Window, "events per sample window")
+	fs.IntVar(&c.Data.Horizon, "horizon", c.Data.Horizon, "label horizon k in events")
+	fs.Float64Var(&c.Data.Theta, "theta", c.Data.Theta, "label threshold in ticks")
+	fs.Var(intList{&c.Model.Hidden}, "hidden", "hidden layer sizes, e.g. 256,128")
+	fs.IntVar(&c.Train.Steps, "steps", c.Train.Steps, "optimizer steps")
+	fs.IntVar(&c.Train.BatchSize, "batch-size", c.Train.BatchSize, "samples per step")
+	fs.Float64Var(&c.Train.LR, "lr", c.Train.LR, "peak learning rate")
+	fs.StringVar(&c.Train.Schedule, "schedule", c.Train.Schedule, "onecycle, cosine or constant")
+	fs.IntVar(&c.Train.EvalEvery, "eval-every", c.Train.EvalEvery, "steps between validation passes (0: only at the end)")
+	fs.IntVar(&c.Train.CheckpointEvery, "checkpoint-every", c.Train.CheckpointEvery, "steps between checkpoints (0: only at the end)")
+	fs.IntVar(&c.Train.Prefetch, "prefetch", c.Train.Prefetch, "batches prepared ahead of the step")
+	fs.BoolVar(&c.Train.Profile, "profile", c.Train.Profile, "profile every step (--profile=false to disable)")
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

@@ -1,0 +1,212 @@
+package infer
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func randVec(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+func TestKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	close := func(a, b float32) bool { return math.Abs(float64(a-b)) <= 1e-4*(1+math.Abs(float64(b))) }
+	for _, in := range []int{0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 44, 257} {
+		for _, out := range []int{1, 2, 3, 4, 5, 8, 13, 64} {
+			x, b := randVec(r, in), randVec(r, out)
+			// accumDense on a column window [off, off+out) of a wider matrix.
+			stride, off := out+5, 3
+			w := randVec(r, in*stride)
+			y := append([]float32(nil), b...)
+			accumDense(y, x, w, stride, off)
+			for j := range out {
+				want := b[j]
+				for i := range in {
+					want += x[i] * w[i*stride+off+j]
+				}
+				if !close(y[j], want) {
+					t.Fatalf("accumDense %dx%d: y[%d] = %v, want %v", in, out, j, y[j], want)
+				}
+			}
+			// compactReLU + accumSparse against relu(x) @ w.
+			w = randVec(r, in*out)
+			vals, idx := make([]float32, in), make([]int32, in)
+			n := compactReLU(x, vals, idx)
+			y = append(y[:0], b...)
+			accumSparse(y, vals[:n], idx[:n], w, out, 0)
+			active := 0
+			for j := range out {
+				want := b[j]
+				for i := range in {
+					want += max(x[i], 0) * w[i*out+j]
+				}
+				if !close(y[j], want) {
+					t.Fatalf("accumSparse %dx%d: y[%d] = %v, want %v", in, out, j, y[j], want)
+				}
+			}
+			for _, v := range x {
+				if v > 0 {
+					active++
+				}
+			}
+			if n != active {
+				t.Fatalf("compactReLU kept %d of %d active", n, active)
+			}
+			// matVecT with transposed weights.
+			wt := transpose(w, in, out)
+			matVecT(y, x, wt, b)
+			for j := range out {
+				want := b[j]
+				for i := range in {
+					want += x[i] * w[i*out+j]
+				}
+				if !close(y[j], want) {
+					t.Fatalf("matVecT %dx%d: y[%d] = %v, want %v", in, out, j, y[j], want)
+				}
+			}
+		}
+	}
+}
+
+// TestMat checks mat's kernels, SIMD tiles included where built and
+// supported, against the plain definition.
+func TestMat(t *testing.T) {
+	r := rand.New(rand.NewPCG(10, 10))
+	for _, simd := range []bool{false, hasSIMD()} {
+		for _, in := range []int{1, 2, 3, 44, 257} {
+			for _, out := range []int{8, 63, 64, 65, 128, 200, 256} {
+				x, w := randVec(r, in), randVec(r, in*out)
+				for i := range x {
+					if r.IntN(2) == 0 {
+						x[i] = 0
+					}
+				}
+				m := newMat(w, in, out, simd)
+				want := make([]float32, out)
+				for j := range out {
+					for i := range in {
+						want[j] += x[i] * w[i*out+j]
+					}
+				}
+				y := make([]float32, out+3) // y may be longer than out
+				m.accum(y, x)
+				if err := relErr(y[:out], want); err > 1e-5 || y[out] != 0 {
+					t.Fatalf("simd %v, %dx%d: accum rel err %.2g", simd, in, out, err)
+				}
+				vals, idx := make([]float32, in), make([]int32, in)
+				n := compactReLU(x, vals, idx)
+				clear(y)
+				m.accumSparse(y, vals[:n], idx[:n])
+				for j := range out {
+					want[j] = 0
+					for i := range in {
+						want[j] += max(x[i], 0) * w[i*out+j]
+					}
+				}
+				if err := relErr(y[:out], want); err > 1e-5 || y[out] != 0 {
+					t.Fatalf("simd %v, %dx%d: accumSparse rel err %.2g", simd, in, out, err)
+				}
+			}
+		}
+	}
+}
+
+// Alternatives the kernels were measured against (BenchmarkLayer).
+
+// rowsAxpy4 is accumDense with four rows per pass instead of eight.
+func rowsAxpy4(y, x, w []float32) {
+	n := len(y)
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		axpy4(y, w[i*n:], w[(i+1)*n:], w[(i+2)*n:], w[(i+3)*n:], x[i], x[i+1], x[i+2], x[i+3])
+	}
+	for ; i < len(x); i++ {
+		axpy1(y, w[i*n:], x[i])
+	}
+}
+
+// rowsAxpy1 is the textbook row loop.
+func rowsAxpy1(y, x, w []float32) {
+	for i, v := range x {
+		axpy1(y, w[i*len(y):], v)
+	}
+}
+
+// matVecT8 is one eight-accumulator dot product per output.
+func matVecT8(y, x, wt, b []float32) {
+	in := len(x)
+	for o := range y {
+		y[o] = b[o] + dot8(x, wt[o*in:(o+1)*in])
+	}
+}
+
+// BenchmarkLayer compares kernels on one layer y = b + x @ w. "dense" inputs
+// are all non-zero (layer 0); "relu" inputs are half zero, as after a ReLU.
+func BenchmarkLayer(b *testing.B) {
+	for _, sh := range [][2]int{{880, 64}, {64, 256}, {256, 256}, {64, 64}, {256, 1}, {64, 3}} {
+		in, out := sh[0], sh[1]
+		r := rand.New(rand.NewPCG(1, 2))
+		x, w, bias := randVec(r, in), randVec(r, in*out), randVec(r, out)
+		xr := make([]float32, in)
+		for i, v := range x {
+			xr[i] = max(v, 0)
+		}
+		wt := transpose(w, in, out)
+		y := make([]float32, out)
+		vals, idx := make([]float32, in), make([]int32, in)
+		name := fmt.Sprintf("%dx%d", in, out)
+		b.Run(name+"/dense/rows8", func(b *testing.B) {
+			for b.Loop() {
+				copy(y, bias)
+				accumDense(y, x, w, out, 0)
+			}
+		})
+		b.Run(name+"/dense/rows4", func(b *testing.B) {
+			for b.Loop() {
+				copy(y, bias)
+				rowsAxpy4(y, x, w)
+			}
+		})
+		b.Run(name+"/dense/rows1", func(b *testing.B) {
+			for b.Loop() {
+				copy(y, bias)
+				rowsAxpy1(y, x, w)
+			}
+		})
+		b.Run(name+"/dense/dot4", func(b *testing.B) {
+			for b.Loop() {
+				matVecT(y, x, wt, bias)
+			}
+		})
+		b.Run(name+"/dense/dot8", func(b *testing.B) {
+			for b.Loop() {
+				matVecT8(y, x, wt, bias)
+			}
+		})
+		b.Run(name+"/relu/sparse-rows8", func(b *testing.B) {
+			for b.Loop() {
+				n := compactReLU(x, vals, idx)
+				copy(y, bias)
+				accumSparse(y, vals[:n], idx[:n], w, out, 0)
+			}
+		})
+		b.Run(name+"/relu/rows8", func(b *testing.B) {
+			for b.Loop() {
+				copy(y, bias)
+				accumDense(y, xr, w, out, 0)
+			}
+		})
+		b.Run(name+"/relu/dot4", func(b *testing.B) {
+			for b.Loop() {
+				matVecT(y, xr, wt, bias)
+			}
+		})
+	}
+}

@@ -1,0 +1,120 @@
+package infer
+
+import "fmt"
+
+// Stream evaluates an MLP on one instrument's event stream: each Push adds
+// one event's feature vector and, once Window events are in, yields the
+// logits of the window ending with it, equal (up to float rounding) to
+// Forward on that window.
+//
+// A Stream is not safe for concurrent use; use one per goroutine. Streams
+// share their MLP's weights read-only.
+//
+// Layer 0 dominates the cost (Window*F*H multiply-adds per window). Instead
+// of keeping the last Window inputs and multiplying the whole window on each
+// event, a Stream keeps, for each of the next Window windows, the partial
+// layer-0 sum of the events already seen, and adds each event's contribution
+// to all of them once. The work per event is the same, but only the newest
+// event's contribution to the current window (F*H) lies between an event and
+// its logits: the contributions to later windows can be added after the
+// logits are out, by Settle.
+type Stream struct {
+	m    *MLP
+	s    *scratch
+	acc  []float32 // Window slots of H partial sums; slot head is the window ending with the next event
+	xn   []float32 // normalised features of the newest event
+	head int
+	n    int  // events seen since Reset, up to Window
+	owed bool // xn's contributions to later windows are not yet in acc
+}
+
+// NewStream returns an empty Stream over m.
+func (m *MLP) NewStream() *Stream {
+	h := m.layers[0].out
+	return &Stream{
+		m:   m,
+		s:   m.newScratch(0),
+		acc: make([]float32, m.window*h),
+		xn:  make([]float32, m.nfeat),
+	}
+}
+
+// Reset forgets all events, as if the Stream were new.
+func (s *Stream) Reset() {
+	clear(s.acc)
+	s.head, s.n, s.owed = 0, 0, false
+}
+
+// Ready reports whether the Stream has seen a full window of events since it
+// was made or Reset, so that Push yields logits.
+func (s *Stream) Ready() bool { return s.n == s.m.window }
+
+// Push appends one event's raw feature vector (length NumFeatures) and, once
+// the Stream has seen Window events, writes the logits of the window ending
+// with it (length NumClasses) and returns true. Before that it returns false
+// and leaves logits untouched. Push panics on wrong lengths; it does not
+// allocate.
+//
+// Push first does any work owed by the previous Push (see Settle), then
+// computes the logits, and leaves the new event's contributions to later
+// windows owed.
+func (s *Stream) Push(features, logits []float32) (ready bool) {
+	m := s.m
+	if len(features) != m.nfeat || len(logits) != m.NumClasses() {
+		panic(fmt.Sprintf("infer: Stream.Push: got %d features and %d logits, want %d and %d",
+			len(features), len(logits), m.nfeat, m.NumClasses()))
+	}
+	s.Settle()
+	xn, mean, inv := s.xn, m.mean, m.invStd
+	features, inv = features[:len(mean)], inv[:len(mean)]
+	for f, v := range mean {
+		xn[f] = (features[f] - v) * inv[f]
+	}
+	l0 := &m.layers[0]
+	h := l0.out
+	slot := s.acc[s.head*h : (s.head+1)*h]
+	m.blocks[0].accum(slot, xn)
+	if s.n < m.window {
+		s.n++
+	}
+	ready = s.n == m.window
+	if ready {
+		y, b := s.s.h0[:h], l0.b[:h]
+		for j, v := range slot {
+			y[j] = v + b[j]
+		}
+		m.tail(s.s, y, logits)
+	}
+	// The slot becomes the window that ends Window events from now.
+	clear(slot)
+	s.head++
+	if s.head == m.window {
+		s.head = 0
+	}
+	s.owed = true
+	return ready
+}
+
+// Settle adds the newest event's contributions to the next Window-1 windows,
+// which Push leaves owed so that the logits come out sooner. Push calls it
+// itself when needed; a caller may call it while waiting for the next event
+// to take that work (most of the per-event cost) off the next Push's
+// latency. Settle does nothing when nothing is owed.
+func (s *Stream) Settle() {
+	if !s.owed {
+		return
+	}
+	s.owed = false
+	m := s.m
+	h := m.layers[0].out
+	// The newest event is at position Window-1-d of the window ending d
+	// events later, which accumulates in slot head+d-1 (head has moved on).
+	slot := s.head
+	for d := 1; d < m.window; d++ {
+		m.blocks[d].accum(s.acc[slot*h:(slot+1)*h], s.xn)
+		slot++
+		if slot == m.window {
+			slot = 0
+		}
+	}
+}

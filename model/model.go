@@ -1,0 +1,124 @@
+// Package model holds gallop's reference models as GoMLX graph functions
+// over explicit parameter lists, so the training step owns every variable.
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// Param is one named trainable tensor.
+type Param struct {
+	Name  string
+	Shape []int
+}
+
+// Model is a reference model: its parameters, how to initialise them and
+// its forward graph. Forward receives the parameters in Params order, the
+// per-feature normalisation (mean, std: [F]) and x: [B, W*F] raw features,
+// and returns logits [B, classes].
+type Model interface {
+	Arch() string
+	Params() []Param
+	Init(seed uint64) []*tensors.Tensor
+	Forward(params []*Node, mean, std, x *Node) *Node
+}
+
+// MLP is a multi-layer perceptron over a flattened window of W feature
+// vectors of F features: hidden layers are relu(x·w + b), the last layer is
+// linear. Layers[0] must equal W*F.
+type MLP struct {
+	W, F   int
+	Layers []int
+}
+
+// NewMLP returns an MLP over windows of w rows of f features with the given
+// hidden sizes and number of classes.
+func NewMLP(w, f int, hidden []int, classes int) (*MLP, error) {
+	if w <= 0 || f <= 0 || classes <= 1 {
+		return nil, fmt.Errorf("model: mlp window %d, features %d, classes %d", w, f, classes)
+	}
+	layers := append([]int{w * f}, hidden...)
+	layers = append(layers, classes)
+	for _, h := range layers {
+		if h <= 0 {
+			return nil, fmt.Errorf("model: mlp layer sizes %v", layers)
+		}
+	}
+	return &MLP{W: w, F: f, Layers: layers}, nil
+}
+
+func (m *MLP) Arch() string { return "mlp" }
+
+func (m *MLP) Params() []Param {
+	var ps []Param
+	for i := 0; i+1 < len(m.Layers); i++ {
+		ps = append(ps,
+			Param{fmt.Sprintf("dense%d.w", i), []int{m.Layers[i], m.Layers[i+1]}},
+			Param{fmt.Sprintf("dense%d.b", i), []int{m.Layers[i+1]}})
+	}
+	return ps
+}
+
+// Init draws weights with He (Kaiming) normal initialisation for the relu
+// layers, scaled down for the output layer, and zero biases.
+func (m *MLP) Init(seed uint64) []*tensors.Tensor {
+	r := rand.New(rand.NewPCG(seed, 0x6d6c70))
+	var out []*tensors.Tensor
+	for i := 0; i+1 < len(m.Layers); i++ {
+		in, o := m.Layers[i], m.Layers[i+1]
+		std := math.Sqrt(2 / float64(in))
+		if i+2 == len(m.Layers) {
+			std = math.Sqrt(1 / float64(in))
+		}
+		w := make([]float32, in*o)
+		for j := range w {
+			w[j] = float32(r.NormFloat64() * std)
+		}
+		out = append(out, tensors.FromFlatDataAndDimensions(w, in, o),
+			tensors.FromFlatDataAndDimensions(make([]float32, o), o))
+	}
+	return out
+}
+
+func (m *MLP) Forward(params []*Node, mean, std, x *Node) *Node {
+	b := x.Shape().Dimensions[0]
+	// Normalise each feature of each window row: [B, W, F].
+	h := Reshape(x, b, m.W, m.F)
+	h = Div(Sub(h, Reshape(mean, 1, 1, m.F)), Reshape(std, 1, 1, m.F))
+	h = Reshape(h, b, m.W*m.F)
+	for i := 0; i < len(params); i += 2 {
+		h = Add(MatMul(h, params[i]), ExpandAxes(params[i+1], 0))
+		if i+2 < len(params) {
+			h = Max(h, ZerosLike(h))
+		}
+	}
+	return h
+}
+
+// CrossEntropy is the mean softmax cross-entropy of logits [B, C] against
+// integer labels [B].
+func CrossEntropy(logits, labels *Node) *Node {
+	c := logits.Shape().Dimensions[1]
+	ls := LogSoftmax(logits, -1)
+	oh := OneHot(labels, c, ls.DType())
+	return Neg(ReduceAllMean(ReduceSum(Mul(ls, oh), -1)))
+}
+
+// Count returns the number of scalar parameters.
+func Count(ps []Param) int {
+	n := 0
+	for _, p := range ps {
+		k := 1
+		for _, d := range p.Shape {
+			k *= d
+		}
+		n += k
+	}
+	return n
+}
+
