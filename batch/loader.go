@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/gomlx/compute"
 	"github.com/gomlx/gomlx/core/tensors"
 )
 
@@ -23,17 +24,23 @@ type Batch struct {
 // of the consumer, reusing a fixed set of buffers (no allocation in steady
 // state). Back-pressure: the producer waits for a released batch.
 type Loader struct {
-	out    chan *Batch
-	free   chan *Batch
-	errc   chan error
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	out     chan *Batch
+	free    chan *Batch
+	errc    chan error
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	backend compute.Backend
 }
 
 // LoaderConfig configures NewLoader.
 type LoaderConfig struct {
 	BatchSize int
 	Prefetch  int // batches staged ahead (>= 1)
+	// Backend, when set, makes the producer copy each batch to device 0 of
+	// this backend (host-to-device), so the copy of batch n+1 overlaps step
+	// n instead of happening inside it. Leave it nil for the CPU backend,
+	// which reads host memory directly.
+	Backend compute.Backend
 }
 
 // NewLoader starts producing batches of w's samples refs in the order the
@@ -61,6 +68,7 @@ func NewLoader(ctx context.Context, w *Windows, refs []Ref, s *Sampler, cfg Load
 			refs:  make([]Ref, cfg.BatchSize),
 		}
 	}
+	l.backend = cfg.Backend
 	l.wg.Add(1)
 	go l.run(ctx, w, refs, s)
 	return l, nil
@@ -89,6 +97,16 @@ func (l *Loader) run(ctx context.Context, w *Windows, refs []Ref, s *Sampler) {
 		}); e != nil || err != nil {
 			l.errc <- fmt.Errorf("batch: staging batch: %v %v", e, err)
 			return
+		}
+		if l.backend != nil {
+			if err := b.X.MaterializeOnDevice(l.backend, false, 0); err != nil {
+				l.errc <- fmt.Errorf("batch: copying batch to the device: %w", err)
+				return
+			}
+			if err := b.Y.MaterializeOnDevice(l.backend, false, 0); err != nil {
+				l.errc <- fmt.Errorf("batch: copying batch to the device: %w", err)
+				return
+			}
 		}
 		select {
 		case <-ctx.Done():

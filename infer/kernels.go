@@ -135,6 +135,31 @@ func dot8(x, w []float32) float32 {
 	return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 }
 
+// matVecTSparse sets y = b + v @ wᵀ where v is the sparse vector with
+// v[idx[k]] = vals[k] and wt is [len(y), in] row-major: one gathered dot
+// product per output.
+func matVecTSparse(y, vals []float32, idx []int32, wt, b []float32, in int) {
+	idx = idx[:len(vals)]
+	b = b[:len(y)]
+	for o := range y {
+		r := wt[o*in : (o+1)*in]
+		var s0, s1, s2, s3 float32
+		k := 0
+		for ; k+4 <= len(vals); k += 4 {
+			v := vals[k : k+4 : k+4]
+			ix := idx[k : k+4 : k+4]
+			s0 += v[0] * r[ix[0]]
+			s1 += v[1] * r[ix[1]]
+			s2 += v[2] * r[ix[2]]
+			s3 += v[3] * r[ix[3]]
+		}
+		for ; k < len(vals); k++ {
+			s0 += vals[k] * r[idx[k]]
+		}
+		y[o] = b[o] + ((s0 + s1) + (s2 + s3))
+	}
+}
+
 // matVecT sets y = b + x @ wᵀ where wt is [len(y), len(x)] row-major (the
 // transposed weights): one dot product per output, four at a time.
 func matVecT(y, x, wt, b []float32) {

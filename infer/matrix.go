@@ -1,18 +1,23 @@
 package infer
 
-// tileCols is the column width of the packed tiles the SIMD kernels use.
-const tileCols = 64
+// The SIMD kernels work on column tiles of tileWide columns, then one of
+// tileNarrow if that many remain.
+const (
+	tileWide   = 128
+	tileNarrow = 64
+)
 
 // mat is a weight matrix W [in, out] applied as y += x @ W, row by row
 // (y += x[i]·W[i,:]), which lets sparse inputs skip their zero rows.
 type mat struct {
 	in, out int
 	w       []float32 // row-major [in, out]
-	// tiles holds columns [0, simdCols) for the SIMD kernels, in column
-	// tiles of tileCols: tile t is the row-major [in, tileCols] block of
-	// columns [t*tileCols, (t+1)*tileCols), so one pass over a tile reads
-	// it contiguously. The other columns, and all of them without SIMD, go
-	// through the scalar kernels on w.
+	// tiles holds columns [0, simdCols) for the SIMD kernels, as column
+	// tiles of tileWide columns and then at most one of tileNarrow: the tile
+	// of columns [j, j+c) is the row-major [in, c] block starting at
+	// tiles[j*in], so a pass over a tile reads it contiguously. The other
+	// columns, and all of them without SIMD, go through the scalar kernels
+	// on w.
 	tiles    []float32
 	simdCols int
 }
@@ -22,12 +27,17 @@ type mat struct {
 func newMat(w []float32, in, out int, simd bool) mat {
 	m := mat{in: in, out: out, w: append([]float32(nil), w[:in*out]...)}
 	if simd {
-		m.simdCols = out / tileCols * tileCols
+		m.simdCols = out / tileNarrow * tileNarrow
 		m.tiles = make([]float32, 0, in*m.simdCols)
-		for j := 0; j < m.simdCols; j += tileCols {
-			for i := range in {
-				m.tiles = append(m.tiles, w[i*out+j:i*out+j+tileCols]...)
+		for j := 0; j < m.simdCols; {
+			c := tileWide
+			if j+c > m.simdCols {
+				c = tileNarrow
 			}
+			for i := range in {
+				m.tiles = append(m.tiles, w[i*out+j:i*out+j+c]...)
+			}
+			j += c
 		}
 	}
 	return m

@@ -166,15 +166,27 @@ func TestStreamMatchesForward(t *testing.T) {
 
 func TestNaNPropagates(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 3))
-	m := randomModel(r, 3, 4, []int{16, 16}, 3)
-	e := mustMLP(t, m)
-	x := window(randomEvents(r, m, 3), 2, 3)
-	x[5] = float32(math.NaN())
+	m := randomModel(r, 3, 4, []int{64, 16}, 3)
+	events := randomEvents(r, m, 3)
+	events[1][1] = float32(math.NaN())
+	x := window(events, 2, 3)
 	logits := make([]float32, 3)
-	e.Forward(x, logits)
-	for _, v := range logits {
-		if !math.IsNaN(float64(v)) {
-			t.Fatalf("NaN input gave logits %v", logits)
+	for name, simd := range kernelVariants() {
+		e := mustNewMLP(t, m, simd)
+		e.Forward(x, logits)
+		for _, v := range logits {
+			if !math.IsNaN(float64(v)) {
+				t.Fatalf("%s: Forward of a window with NaN gave logits %v", name, logits)
+			}
+		}
+		s := e.NewStream()
+		for _, ev := range events {
+			s.Push(ev, logits)
+		}
+		for _, v := range logits {
+			if !math.IsNaN(float64(v)) {
+				t.Fatalf("%s: Push after a NaN gave logits %v", name, logits)
+			}
 		}
 	}
 }

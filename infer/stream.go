@@ -73,7 +73,7 @@ func (s *Stream) Push(features, logits []float32) (ready bool) {
 	l0 := &m.layers[0]
 	h := l0.out
 	slot := s.acc[s.head*h : (s.head+1)*h]
-	m.blocks[0].accum(slot, xn)
+	m.last.accum(slot, xn)
 	if s.n < m.window {
 		s.n++
 	}
@@ -101,7 +101,8 @@ func (s *Stream) Push(features, logits []float32) (ready bool) {
 // to take that work (most of the per-event cost) off the next Push's
 // latency. Settle does nothing when nothing is owed.
 func (s *Stream) Settle() {
-	if !s.owed {
+	if !s.owed || s.m.window == 1 {
+		s.owed = false
 		return
 	}
 	s.owed = false
@@ -109,9 +110,19 @@ func (s *Stream) Settle() {
 	h := m.layers[0].out
 	// The newest event is at position Window-1-d of the window ending d
 	// events later, which accumulates in slot head+d-1 (head has moved on).
+	if m.aheadRows != nil {
+		// Slots head.. and then 0.. receive consecutive column ranges.
+		n := (m.window - 1) * h
+		first := min(n, (m.window-s.head)*h)
+		accumDense(s.acc[s.head*h:s.head*h+first], s.xn, m.aheadRows, n, 0)
+		if first < n {
+			accumDense(s.acc[:n-first], s.xn, m.aheadRows, n, first)
+		}
+		return
+	}
 	slot := s.head
-	for d := 1; d < m.window; d++ {
-		m.blocks[d].accum(s.acc[slot*h:(slot+1)*h], s.xn)
+	for i := range m.ahead {
+		m.ahead[i].accum(s.acc[slot*h:(slot+1)*h], s.xn)
 		slot++
 		if slot == m.window {
 			slot = 0

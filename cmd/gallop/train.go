@@ -203,7 +203,11 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	loader, err := batch.NewLoader(ctx, win, split.Train, sampler, batch.LoaderConfig{BatchSize: cfg.Train.BatchSize, Prefetch: cfg.Train.Prefetch})
+	lcfg := batch.LoaderConfig{BatchSize: cfg.Train.BatchSize, Prefetch: cfg.Train.Prefetch}
+	if spec.Kind == "gpu" {
+		lcfg.Backend = backend // stage batches on the device ahead of the step
+	}
+	loader, err := batch.NewLoader(ctx, win, split.Train, sampler, lcfg)
 	if err != nil {
 		return res, err
 	}
