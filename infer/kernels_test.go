@@ -59,8 +59,19 @@ func TestKernels(t *testing.T) {
 			if n != active {
 				t.Fatalf("compactReLU kept %d of %d active", n, active)
 			}
-			// matVecT with transposed weights.
+			// matVecTSparse: the same product from transposed weights.
 			wt := transpose(w, in, out)
+			matVecTSparse(y, vals[:n], idx[:n], wt, b, in)
+			for j := range out {
+				want := b[j]
+				for i := range in {
+					want += max(x[i], 0) * w[i*out+j]
+				}
+				if !close(y[j], want) {
+					t.Fatalf("matVecTSparse %dx%d: y[%d] = %v, want %v", in, out, j, y[j], want)
+				}
+			}
+			// matVecT with transposed weights.
 			matVecT(y, x, wt, b)
 			for j := range out {
 				want := b[j]
@@ -149,8 +160,12 @@ func matVecT8(y, x, wt, b []float32) {
 
 // BenchmarkLayer compares kernels on one layer y = b + x @ w. "dense" inputs
 // are all non-zero (layer 0); "relu" inputs are half zero, as after a ReLU.
+// rows8/rows4/rows1: y += x[i]·w[i,:] over 8/4/1 rows per pass; dot4/dot8:
+// per-output dot products over transposed weights, 4 outputs per pass or 8
+// accumulators per output; sparse-*: skipping inactive units first; simd:
+// the AVX-512 tile kernels (GOEXPERIMENT=simd builds only).
 func BenchmarkLayer(b *testing.B) {
-	for _, sh := range [][2]int{{880, 64}, {64, 256}, {256, 256}, {64, 64}, {256, 1}, {64, 3}} {
+	for _, sh := range [][2]int{{880, 64}, {64, 256}, {256, 256}, {64, 64}, {64, 8}, {256, 1}, {64, 3}} {
 		in, out := sh[0], sh[1]
 		r := rand.New(rand.NewPCG(1, 2))
 		x, w, bias := randVec(r, in), randVec(r, in*out), randVec(r, out)
@@ -206,6 +221,29 @@ func BenchmarkLayer(b *testing.B) {
 		b.Run(name+"/relu/dot4", func(b *testing.B) {
 			for b.Loop() {
 				matVecT(y, xr, wt, bias)
+			}
+		})
+		b.Run(name+"/relu/sparse-dot4", func(b *testing.B) {
+			for b.Loop() {
+				n := compactReLU(x, vals, idx)
+				matVecTSparse(y, vals[:n], idx[:n], wt, bias, in)
+			}
+		})
+		if !hasSIMD() || out < tileNarrow {
+			continue
+		}
+		m := newMat(w, in, out, true)
+		b.Run(name+"/dense/simd", func(b *testing.B) {
+			for b.Loop() {
+				copy(y, bias)
+				m.accum(y, x)
+			}
+		})
+		b.Run(name+"/relu/sparse-simd", func(b *testing.B) {
+			for b.Loop() {
+				n := compactReLU(x, vals, idx)
+				copy(y, bias)
+				m.accumSparse(y, vals[:n], idx[:n])
 			}
 		})
 	}

@@ -273,8 +273,8 @@ func load(dir string) (*Model, error) {
 	}
 	sum := sha256.Sum256(data)
 	if got := hex.EncodeToString(sum[:]); !strings.EqualFold(got, s.WeightsSHA256) {
-		return nil, fmt.Errorf("%s has sha256 %s but %s records weights_sha256 %q: the export is corrupt or was modified",
-			s.WeightsFile, got, SpecFile, s.WeightsSHA256)
+		return nil, fmt.Errorf("%s: sha256 %s does not match weights_sha256 %q recorded in %s: the export is corrupt or was modified",
+			s.WeightsFile, got, s.WeightsSHA256, SpecFile)
 	}
 	f, err := safetensors.Read(data, wpath)
 	if err != nil {

@@ -1,0 +1,63 @@
+package train
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gomlx/compute/gobackend"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/gallop-dev/gallop/model"
+)
+
+// BenchmarkStep times one compiled train step on the Go backend (CPU) for
+// the main job's MLP and the 64-256-256 MLP of the issue tracker. Compare
+// builds with and without GOEXPERIMENT=simd.
+func BenchmarkStep(b *testing.B) {
+	for _, c := range []struct {
+		w, f   int
+		hidden []int
+		batch  int
+	}{
+		{10, 51, []int{128, 64}, 256},
+		{1, 64, []int{256, 256}, 256},
+	} {
+		m, _ := model.NewMLP(c.w, c.f, c.hidden, 3)
+		b.Run(fmt.Sprintf("mlp-%v-batch%d", m.Layers, c.batch), func(b *testing.B) {
+			be, _ := gobackend.New("")
+			s := NewStepper(be, m, DefaultOptimizer())
+			st := s.NewState(1)
+			r := rand.New(rand.NewPCG(1, 2))
+			n := c.w * c.f
+			x := make([]float32, c.batch*n)
+			for i := range x {
+				x[i] = float32(r.NormFloat64())
+			}
+			y := make([]int32, c.batch)
+			for i := range y {
+				y[i] = int32(r.IntN(3))
+			}
+			xt := tensors.FromFlatDataAndDimensions(x, c.batch, n)
+			yt := tensors.FromFlatDataAndDimensions(y, c.batch)
+			mean := tensors.FromFlatDataAndDimensions(make([]float32, c.f), c.f)
+			ones := make([]float32, c.f)
+			for i := range ones {
+				ones[i] = 1
+			}
+			std := tensors.FromFlatDataAndDimensions(ones, c.f)
+			for i := 0; i < 3; i++ { // compile and warm up
+				s.Step(st, 1e-3, mean, std, xt, yt)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				out, err := s.Step(st, 1e-3, mean, std, xt, yt)
+				if err != nil {
+					b.Fatal(err)
+				}
+				out.Loss.Value()
+			}
+			b.ReportMetric(float64(c.batch)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+		})
+	}
+}
