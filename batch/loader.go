@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -30,6 +31,7 @@ type Loader struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	backend compute.Backend
+	onBatch func(time.Time, time.Duration)
 }
 
 // LoaderConfig configures NewLoader.
@@ -41,6 +43,9 @@ type LoaderConfig struct {
 	// n instead of happening inside it. Leave it nil for the CPU backend,
 	// which reads host memory directly.
 	Backend compute.Backend
+	// OnBatch, if not nil, is called from the producer goroutine with the
+	// time it spent assembling each batch (for the profiler's trace).
+	OnBatch func(start time.Time, d time.Duration)
 }
 
 // NewLoader starts producing batches of w's samples refs in the order the
@@ -68,7 +73,7 @@ func NewLoader(ctx context.Context, w *Windows, refs []Ref, s *Sampler, cfg Load
 			refs:  make([]Ref, cfg.BatchSize),
 		}
 	}
-	l.backend = cfg.Backend
+	l.backend, l.onBatch = cfg.Backend, cfg.OnBatch
 	l.wg.Add(1)
 	go l.run(ctx, w, refs, s)
 	return l, nil
@@ -84,6 +89,7 @@ func (l *Loader) run(ctx context.Context, w *Windows, refs []Ref, s *Sampler) {
 			return
 		case b = <-l.free:
 		}
+		t0 := time.Now()
 		s.Next(b.Index)
 		for i, j := range b.Index {
 			b.refs[i] = refs[j]
@@ -107,6 +113,9 @@ func (l *Loader) run(ctx context.Context, w *Windows, refs []Ref, s *Sampler) {
 				l.errc <- fmt.Errorf("batch: copying batch to the device: %w", err)
 				return
 			}
+		}
+		if l.onBatch != nil {
+			l.onBatch(t0, time.Since(t0))
 		}
 		select {
 		case <-ctx.Done():

@@ -94,24 +94,35 @@ func TimeSplit(series []Series, w, horizon, embargo int, trainFrac float64) (Spl
 // Normalizer holds per-feature mean and standard deviation.
 type Normalizer struct {
 	Mean, Std []float32
+	// NonFinite counts NaN/Inf values that were left out of the fit; the
+	// samples that hold them still reach the model (where the guard
+	// catches them) unless the caller drops them.
+	NonFinite int
 }
 
 // FitNormalizer computes per-feature mean and standard deviation over the
-// rows the given samples end at (each training row once), in float64.
-// A feature with zero variance gets std 1.
+// rows the given samples end at (each training row once), in float64,
+// skipping non-finite values. A feature with zero variance gets std 1.
 func FitNormalizer(w *Windows, refs []Ref) Normalizer {
 	sum := make([]float64, w.F)
 	sq := make([]float64, w.F)
+	cnt := make([]float64, w.F)
+	nz := Normalizer{Mean: make([]float32, w.F), Std: make([]float32, w.F)}
 	for _, r := range refs {
 		row := w.Series[r.Series].Features[int(r.Row)*w.F : (int(r.Row)+1)*w.F]
 		for j, v := range row {
-			sum[j] += float64(v)
-			sq[j] += float64(v) * float64(v)
+			f := float64(v)
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				nz.NonFinite++
+				continue
+			}
+			sum[j] += f
+			sq[j] += f * f
+			cnt[j]++
 		}
 	}
-	nz := Normalizer{Mean: make([]float32, w.F), Std: make([]float32, w.F)}
-	n := float64(len(refs))
 	for j := range sum {
+		n := max(cnt[j], 1)
 		m := sum[j] / n
 		v := sq[j]/n - m*m
 		nz.Mean[j] = float32(m)

@@ -1,29 +1,39 @@
 // Package guard watches training steps for non-finite loss or gradients
-// without stalling the loop: the step computes a finiteness flag on the
-// device, and a goroutine reads it (and the loss) a few steps later while the
-// loop keeps dispatching.
+// without stalling the loop: the step computes finiteness flags on the
+// device, and a goroutine reads them (and the loss) a few steps later while
+// the loop keeps dispatching.
 package guard
 
 import (
 	"fmt"
 	"math"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/gallop-dev/gallop/train"
 )
 
 // NonFiniteError reports the first step whose loss or gradient norm was NaN
-// or Inf, and the samples of its batch.
+// or Inf, the samples of its batch and the parameters whose gradient was
+// not finite.
 type NonFiniteError struct {
-	Step     int64
-	Loss     float64
-	GradNorm float64
-	Samples  []int32
+	Step      int64
+	Loss      float64
+	GradNorm  float64
+	Samples   []int32
+	BadParams []string // in backward order: the layer nearest the loss first
 }
 
 func (e *NonFiniteError) Error() string {
-	return fmt.Sprintf("non-finite values at step %d (loss %v, gradient norm %v); batch samples %s",
+	s := fmt.Sprintf("non-finite values at step %d (loss %v, gradient norm %v); batch samples %s",
 		e.Step, e.Loss, e.GradNorm, short(e.Samples))
+	if len(e.BadParams) > 0 {
+		s += "; non-finite gradients: " + strings.Join(e.BadParams, ", ")
+	}
+	return s
 }
 
 func short(s []int32) string {
@@ -36,40 +46,65 @@ func short(s []int32) string {
 // Value is one step's scalars as read back by the Watcher.
 type Value struct {
 	Step     int64
+	LR       float64
+	Start    time.Time // when the step was dispatched
+	Ready    time.Time // when its outputs had been read back
 	Loss     float64
 	GradNorm float64
 	Finite   bool
+	Z        float64 // loss z-score against its running mean (SpikeDetector)
+	Spike    bool
 }
 
 type item struct {
-	step                int64
-	loss, gnorm, finite *tensors.Tensor
-	samples             []int32
+	gen     int64
+	out     train.StepOut
+	samples []int32
+}
+
+// Config configures a Watcher.
+type Config struct {
+	// Lag is how many steps the loop may run ahead of the read-back; it
+	// bounds how late a bad step is detected. Default 4.
+	Lag int
+	// BatchSize is the number of sample indices per step.
+	BatchSize int
+	// ParamNames names the parameters in StepOut.ParamFinite order.
+	ParamNames []string
+	// SpikeZ is the loss z-score that counts as a spike (a warning);
+	// default 6, negative disables.
+	SpikeZ float64
+	// OnValue, if not nil, is called from the watcher's goroutine with every
+	// step's values, in step order.
+	OnValue func(Value)
 }
 
 // Watcher reads step outputs in its own goroutine. Observe never reads a
 // device value; it blocks only when the reader falls more than Lag steps
-// behind, which bounds how late a bad step is detected.
+// behind.
 type Watcher struct {
-	ch      chan item
-	pool    chan []int32
-	onValue func(Value)
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	err     *NonFiniteError
-	last    Value
+	cfg    Config
+	ch     chan item
+	pool   chan []int32
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	gen    int64
+	err    *NonFiniteError
+	bad    int64
+	spikes int64
+	last   Value
+	spike  SpikeDetector
 }
 
-// NewWatcher starts a watcher that lets the loop run up to lag steps ahead
-// of the read-back, for batches of batchSize samples. onValue, if not nil,
-// is called from the watcher's goroutine with every step's values.
-func NewWatcher(lag, batchSize int, onValue func(Value)) *Watcher {
-	if lag < 1 {
-		lag = 1
+// NewWatcher starts a watcher.
+func NewWatcher(cfg Config) *Watcher {
+	if cfg.Lag < 1 {
+		cfg.Lag = 4
 	}
-	w := &Watcher{ch: make(chan item, lag), pool: make(chan []int32, lag+2), onValue: onValue}
-	for i := 0; i < lag+2; i++ {
-		w.pool <- make([]int32, batchSize)
+	w := &Watcher{cfg: cfg, ch: make(chan item, cfg.Lag), pool: make(chan []int32, cfg.Lag+2)}
+	w.spike.Z = cfg.SpikeZ
+	for i := 0; i < cfg.Lag+2; i++ {
+		w.pool <- make([]int32, cfg.BatchSize)
 	}
 	w.wg.Add(1)
 	go w.run()
@@ -78,10 +113,13 @@ func NewWatcher(lag, batchSize int, onValue func(Value)) *Watcher {
 
 // Observe queues a step's outputs for reading. samples names the batch's
 // samples; it is copied.
-func (w *Watcher) Observe(step int64, loss, gnorm, finite *tensors.Tensor, samples []int32) {
+func (w *Watcher) Observe(out train.StepOut, samples []int32) {
 	s := <-w.pool
 	s = append(s[:0], samples...)
-	w.ch <- item{step: step, loss: loss, gnorm: gnorm, finite: finite, samples: s}
+	w.mu.Lock()
+	gen := w.gen
+	w.mu.Unlock()
+	w.ch <- item{gen: gen, out: out, samples: s}
 }
 
 func scalar(t *tensors.Tensor) float64 {
@@ -93,22 +131,50 @@ func scalar(t *tensors.Tensor) float64 {
 func (w *Watcher) run() {
 	defer w.wg.Done()
 	for it := range w.ch {
-		v := Value{Step: it.step, Loss: scalar(it.loss), GradNorm: scalar(it.gnorm), Finite: scalar(it.finite) == 1}
+		o := it.out
+		v := Value{Step: o.Step, LR: o.LR, Start: o.Start, Loss: scalar(o.Loss), GradNorm: scalar(o.GradNorm), Finite: scalar(o.Finite) == 1}
+		v.Ready = time.Now()
+		if v.Finite && w.cfg.SpikeZ >= 0 {
+			v.Z, v.Spike = w.spike.Observe(v.Loss)
+		}
 		w.mu.Lock()
 		w.last = v
-		if !v.Finite && w.err == nil {
-			w.err = &NonFiniteError{Step: v.Step, Loss: v.Loss, GradNorm: v.GradNorm, Samples: append([]int32(nil), it.samples...)}
+		if v.Spike {
+			w.spikes++
+		}
+		if !v.Finite {
+			w.bad++
+			if w.err == nil && it.gen == w.gen {
+				e := &NonFiniteError{Step: v.Step, Loss: v.Loss, GradNorm: v.GradNorm, Samples: append([]int32(nil), it.samples...)}
+				if o.ParamFinite != nil {
+					tensors.MustConstFlatData(o.ParamFinite, func(f []float32) {
+						for i := len(f) - 1; i >= 0; i-- {
+							if f[i] != 1 {
+								e.BadParams = append(e.BadParams, w.name(i))
+							}
+						}
+					})
+				}
+				w.err = e
+			}
 		}
 		w.mu.Unlock()
 		w.pool <- it.samples
-		if w.onValue != nil {
-			w.onValue(v)
+		if w.cfg.OnValue != nil {
+			w.cfg.OnValue(v)
 		}
 	}
 }
 
-// Err returns the first non-finite step seen so far, or nil. It does not
-// block.
+func (w *Watcher) name(i int) string {
+	if i < len(w.cfg.ParamNames) {
+		return w.cfg.ParamNames[i]
+	}
+	return fmt.Sprintf("param%d", i)
+}
+
+// Err returns the first non-finite step seen since the last Reset, or nil.
+// It does not block.
 func (w *Watcher) Err() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -116,6 +182,22 @@ func (w *Watcher) Err() error {
 		return nil
 	}
 	return w.err
+}
+
+// Reset forgets the current error, and errors of steps observed before the
+// call (a loop that rolled back does not want to hear about them again).
+func (w *Watcher) Reset() {
+	w.mu.Lock()
+	w.err = nil
+	w.gen++
+	w.mu.Unlock()
+}
+
+// Counts returns how many non-finite steps and loss spikes were read.
+func (w *Watcher) Counts() (nonFinite, spikes int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bad, w.spikes
 }
 
 // Last returns the latest values read back.

@@ -6,22 +6,27 @@ import (
 	"testing"
 
 	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/gallop-dev/gallop/train"
 )
 
-func scalarT(v float32) *tensors.Tensor { return tensors.FromScalar(v) }
+func out(step int64, loss, fin float32, params ...float32) train.StepOut {
+	return train.StepOut{Step: step, Loss: tensors.FromScalar(loss), GradNorm: tensors.FromScalar(float32(2)),
+		Finite: tensors.FromScalar(fin), ParamFinite: tensors.FromFlatDataAndDimensions(params, len(params))}
+}
 
 // TestStopsWithinLag injects a NaN at step k and checks the loop, which only
-// polls Err, learns of it by step k+lag with the right step and batch.
+// polls Err, learns of it by step k+lag with the right step, batch and layer.
 func TestStopsWithinLag(t *testing.T) {
 	const k, lag = 37, 3
-	w := NewWatcher(lag, 4, nil)
+	w := NewWatcher(Config{Lag: lag, BatchSize: 4, ParamNames: []string{"w0", "b0", "w1", "b1"}})
 	var seenAt int64 = -1
 	for step := int64(0); step < 100; step++ {
-		loss, fin := float32(1), float32(1)
+		o := out(step, 1, 1, 1, 1, 1, 1)
 		if step == k {
-			loss, fin = float32(math.NaN()), 0
+			o = out(step, float32(math.NaN()), 0, 1, 1, 0, 1)
 		}
-		w.Observe(step, scalarT(loss), scalarT(2), scalarT(fin), []int32{int32(step), 1, 2, 3})
+		w.Observe(o, []int32{int32(step), 1, 2, 3})
 		if w.Err() != nil {
 			seenAt = step
 			break
@@ -29,11 +34,24 @@ func TestStopsWithinLag(t *testing.T) {
 	}
 	err := w.Close()
 	var nf *NonFiniteError
-	if !errors.As(err, &nf) || nf.Step != k || nf.Samples[0] != k || !math.IsNaN(nf.Loss) {
+	if !errors.As(err, &nf) || nf.Step != k || nf.Samples[0] != k || !math.IsNaN(nf.Loss) || len(nf.BadParams) != 1 || nf.BadParams[0] != "w1" {
 		t.Fatalf("got %v", err)
 	}
 	if seenAt < k || seenAt > k+lag+1 {
 		t.Fatalf("loop saw the NaN at step %d, injected at %d with lag %d", seenAt, k, lag)
+	}
+}
+
+func TestResetIgnoresEarlierSteps(t *testing.T) {
+	w := NewWatcher(Config{Lag: 8, BatchSize: 1})
+	w.Observe(out(0, 1, 0), []int32{0})
+	w.Reset() // rolled back: step 0 may be read after this and must not re-arm
+	w.Observe(out(1, 1, 1), []int32{1})
+	if err := w.Close(); err != nil {
+		t.Fatalf("error from before Reset: %v", err)
+	}
+	if bad, _ := w.Counts(); bad != 1 {
+		t.Fatalf("non-finite count %d", bad)
 	}
 }
 

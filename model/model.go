@@ -121,4 +121,3 @@ func Count(ps []Param) int {
 	}
 	return n
 }
-

@@ -7,6 +7,7 @@ package train
 import (
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
@@ -42,9 +43,14 @@ type State struct {
 // goroutine (see Watcher) instead of reading them itself.
 type StepOut struct {
 	Step     int64
+	LR       float64         // learning rate the step used
+	Start    time.Time       // when the step was dispatched
 	Loss     *tensors.Tensor // float32 scalar
 	GradNorm *tensors.Tensor // float32 scalar, before clipping
 	Finite   *tensors.Tensor // float32 scalar, 1 when loss and gradients are finite
+	// ParamFinite is float32 [len(params)]: 1 where that parameter's
+	// gradient is finite, to name the layer that went bad first.
+	ParamFinite *tensors.Tensor
 }
 
 // Stepper runs the compiled train step of a model.
@@ -89,8 +95,10 @@ func (s *Stepper) graph(in []*Node) []*Node {
 	grads := Gradient(loss, ps...)
 
 	var sq *Node
-	for _, gr := range grads {
+	perParam := make([]*Node, len(grads))
+	for i, gr := range grads {
 		t := ReduceAllSum(Square(gr))
+		perParam[i] = ConvertDType(IsFinite(t), dtypes.Float32)
 		if sq == nil {
 			sq = t
 		} else {
@@ -131,7 +139,7 @@ func (s *Stepper) graph(in []*Node) []*Node {
 	outs = append(outs, newP...)
 	outs = append(outs, newM...)
 	outs = append(outs, newV...)
-	return append(outs, loss, gnorm, ConvertDType(finite, dtypes.Float32))
+	return append(outs, loss, gnorm, ConvertDType(finite, dtypes.Float32), Stack(perParam, 0))
 }
 
 func (s *Stepper) predictGraph(in []*Node) *Node {
@@ -143,6 +151,7 @@ func (s *Stepper) predictGraph(in []*Node) *Node {
 // replacing st's tensors by the updated ones (their buffers are donated).
 // It does not wait for the device.
 func (s *Stepper) Step(st *State, lr float64, mean, std, x, y *tensors.Tensor) (StepOut, error) {
+	start := time.Now()
 	n := s.nParams
 	t := float64(st.Step + 1)
 	hyper := tensors.FromFlatDataAndDimensions([]float32{
@@ -168,7 +177,7 @@ func (s *Stepper) Step(st *State, lr float64, mean, std, x, y *tensors.Tensor) (
 	copy(st.Params, outs[:n])
 	copy(st.M, outs[n:2*n])
 	copy(st.V, outs[2*n:3*n])
-	out := StepOut{Step: st.Step, Loss: outs[3*n], GradNorm: outs[3*n+1], Finite: outs[3*n+2]}
+	out := StepOut{Step: st.Step, LR: lr, Start: start, Loss: outs[3*n], GradNorm: outs[3*n+1], Finite: outs[3*n+2], ParamFinite: outs[3*n+3]}
 	st.Step++
 	return out, nil
 }

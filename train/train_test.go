@@ -18,10 +18,10 @@ import (
 )
 
 type fixture struct {
-	w          *batch.Windows
-	refs       []batch.Ref
-	mean, std  *tensors.Tensor
-	m          *model.MLP
+	w         *batch.Windows
+	refs      []batch.Ref
+	mean, std *tensors.Tensor
+	m         *model.MLP
 }
 
 func newFixture(t *testing.T) *fixture {

@@ -19,6 +19,10 @@ type Config struct {
 	Seed    uint64 `toml:"seed" json:"seed"`
 	Device  string `toml:"device" json:"device"`
 	RunsDir string `toml:"runs_dir" json:"runs_dir"`
+	// Deterministic asks for bitwise-reproducible runs: on GPU it sets
+	// XLA's deterministic-ops flags; the CPU path is deterministic anyway
+	// (see docs in README).
+	Deterministic bool `toml:"deterministic" json:"deterministic"`
 
 	Data  DataConfig  `toml:"data" json:"data"`
 	Model ModelConfig `toml:"model" json:"model"`
@@ -54,7 +58,13 @@ type TrainConfig struct {
 	KeepCheckpoints int             `toml:"keep_checkpoints" json:"keep_checkpoints"`
 	Prefetch        int             `toml:"prefetch" json:"prefetch"`
 	GuardLag        int             `toml:"guard_lag" json:"guard_lag"`
-	Profile         bool            `toml:"profile" json:"profile"`
+	// OnNonFinite is what a NaN/Inf in the loss or gradients does: "stop"
+	// the run, "skip" the update and go on, or "rollback" to the last
+	// checkpoint with the learning rate times RollbackLRFactor.
+	OnNonFinite      string  `toml:"on_nonfinite" json:"on_nonfinite"`
+	RollbackLRFactor float64 `toml:"rollback_lr_factor" json:"rollback_lr_factor"`
+	SpikeZ           float64 `toml:"spike_z" json:"spike_z"` // loss spike warning threshold (z-score)
+	Profile          bool    `toml:"profile" json:"profile"`
 }
 
 // DefaultConfig is the main job: the embedded market, an MLP, about a
@@ -75,17 +85,20 @@ func DefaultConfig() Config {
 		},
 		Model: ModelConfig{Arch: "mlp", Hidden: []int{128, 64}},
 		Train: TrainConfig{
-			Steps:           8000,
-			BatchSize:       256,
-			LR:              2e-3,
-			Schedule:        "onecycle",
-			Optimizer:       train.DefaultOptimizer(),
-			EvalEvery:       2000,
-			CheckpointEvery: 2000,
-			KeepCheckpoints: 2,
-			Prefetch:        4,
-			GuardLag:        4,
-			Profile:         true,
+			Steps:            8000,
+			BatchSize:        256,
+			LR:               2e-3,
+			Schedule:         "onecycle",
+			Optimizer:        train.DefaultOptimizer(),
+			EvalEvery:        2000,
+			CheckpointEvery:  2000,
+			KeepCheckpoints:  2,
+			Prefetch:         4,
+			GuardLag:         4,
+			OnNonFinite:      "stop",
+			RollbackLRFactor: 0.5,
+			SpikeZ:           6,
+			Profile:          true,
 		},
 	}
 }
@@ -112,6 +125,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: train.batch_size = %d, want >= 1", t.BatchSize)
 	case t.LR <= 0:
 		return fmt.Errorf("config: train.lr = %g, want > 0", t.LR)
+	case t.OnNonFinite != "stop" && t.OnNonFinite != "skip" && t.OnNonFinite != "rollback":
+		return fmt.Errorf("config: train.on_nonfinite = %q: want stop, skip or rollback", t.OnNonFinite)
+	case t.OnNonFinite == "rollback" && (t.RollbackLRFactor <= 0 || t.RollbackLRFactor > 1):
+		return fmt.Errorf("config: train.rollback_lr_factor = %g: want in (0, 1]", t.RollbackLRFactor)
 	case d.Sim.Events < 1000:
 		return fmt.Errorf("config: data.sim.events = %d, want >= 1000", d.Sim.Events)
 	}
@@ -187,8 +204,34 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Train.EvalEvery, "eval-every", c.Train.EvalEvery, "steps between validation passes (0: only at the end)")
 	fs.IntVar(&c.Train.CheckpointEvery, "checkpoint-every", c.Train.CheckpointEvery, "steps between checkpoints (0: only at the end)")
 	fs.IntVar(&c.Train.Prefetch, "prefetch", c.Train.Prefetch, "batches prepared ahead of the step")
-	fs.BoolVar(&c.Train.Profile, "profile", c.Train.Profile, "profile every step (--profile=false to disable)")
+	fs.Var(onOff{&c.Train.Profile}, "profile", "profile every step: on or off")
+	fs.StringVar(&c.Train.OnNonFinite, "on-nonfinite", c.Train.OnNonFinite, "on NaN/Inf: stop, skip (the update) or rollback (to the last checkpoint, lower LR)")
+	fs.BoolVar(&c.Deterministic, "deterministic", c.Deterministic, "bitwise-reproducible run (sets XLA's deterministic ops on GPU)")
 }
+
+// onOff is a boolean flag that also reads on/off.
+type onOff struct{ p *bool }
+
+func (o onOff) String() string {
+	if o.p != nil && *o.p {
+		return "on"
+	}
+	return "off"
+}
+
+func (o onOff) Set(v string) error {
+	switch strings.ToLower(v) {
+	case "on", "true", "1", "yes":
+		*o.p = true
+	case "off", "false", "0", "no":
+		*o.p = false
+	default:
+		return fmt.Errorf("%q: want on or off", v)
+	}
+	return nil
+}
+
+func (o onOff) IsBoolFlag() bool { return true }
 
 func fileExists(p string) bool {
 	_, err := os.Stat(p)

@@ -23,7 +23,9 @@ usage: gallop <command> [flags]
 commands:
   train         train a model end to end (default: the embedded market, CPU)
   bench infer   latency of the exported model in the pure-Go engine
-  profile       print the profile verdict of a run
+  profile       print the profile report and verdict of a run
+  replay        re-run a recorded run and compare its curves step by step
+  diff          what differs between two runs (code, config, versions, data, metrics)
   help          this text
 
 Run 'gallop <command> -h' for a command's flags.
@@ -51,6 +53,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "profile":
 		err = cmdProfile(args[1:], stdout, stderr)
+	case "replay":
+		err = cmdReplay(ctx, args[1:], stdout, stderr)
+	case "diff":
+		err = cmdDiff(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -105,3 +111,5 @@ func si(v float64) string {
 	}
 	return fmt.Sprintf("%.0f", v)
 }
+
+func float32bits(f float32) uint32 { return math.Float32bits(f) }

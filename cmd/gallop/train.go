@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
@@ -34,34 +37,48 @@ const trainUsage = `usage: gallop train [flags]
 
 Trains a model end to end: data → book → features → labels → batches →
 compiled train step → evaluation → checkpoint → export. With no flags it runs
-the main job on the embedded market simulator, on the CPU, in about 1-2
-minutes on two cores, and writes everything into runs/<time>-<id>/.
+the main job on the embedded market simulator, on the CPU, in about a minute
+on two cores, and writes everything into runs/<time>-<id>/.
 
 Flags (they override --config):
 `
 
-// trainOptions are the flags of `gallop train` that are not part of the
+// trainOptions are the settings of one invocation that are not part of the
 // recorded config.
 type trainOptions struct {
 	configPath string
 	plugin     string
 	quiet      bool
 	out        io.Writer
+	// check, if set, sees the manifest once the data is built and hashed,
+	// before any training; an error aborts the run (gallop replay).
+	check func(*manifest.Manifest) error
+	// mutate, if set, changes the series before training (tests poison data).
+	mutate func([]batch.Series)
+	// dataDelay slows every batch down (tests of the input-bound verdict).
+	dataDelay time.Duration
 }
+
+// maxRollbacks bounds on_nonfinite = "rollback": a fault that survives this
+// many rollbacks (bad data comes back with the same batches) stops the run.
+const maxRollbacks = 3
 
 func cmdTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := DefaultConfig()
 	var opt trainOptions
+	bind := func(fs *flag.FlagSet, c *Config, o *trainOptions) {
+		fs.StringVar(&o.configPath, "config", "", "TOML config file (see examples/run.toml)")
+		fs.StringVar(&o.plugin, "pjrt-plugin", "", "path of the XLA PJRT plugin for --device gpu (default: search)")
+		fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
+		trainFlags(fs, c)
+	}
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, trainUsage)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&opt.configPath, "config", "", "TOML config file (see examples/run.toml)")
-	fs.StringVar(&opt.plugin, "pjrt-plugin", "", "path of the XLA PJRT plugin for --device gpu (default: search)")
-	fs.BoolVar(&opt.quiet, "quiet", false, "no progress bar")
-	trainFlags(fs, &cfg)
+	bind(fs, &cfg, &opt)
 	if err := fs.Parse(args); err != nil {
 		return flagErr(err)
 	}
@@ -69,18 +86,14 @@ func cmdTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("train: unexpected argument %q (flags only)", fs.Arg(0))
 	}
 	if opt.configPath != "" {
-		// File first, then the flags again so they win.
+		// The file first, then the same flags again so they win.
 		cfg = DefaultConfig()
 		if err := loadTOML(opt.configPath, &cfg); err != nil {
 			return err
 		}
 		fs2 := flag.NewFlagSet("train", flag.ContinueOnError)
 		fs2.SetOutput(io.Discard)
-		var dummy trainOptions
-		fs2.StringVar(&dummy.configPath, "config", "", "")
-		fs2.StringVar(&dummy.plugin, "pjrt-plugin", "", "")
-		fs2.BoolVar(&dummy.quiet, "quiet", false, "")
-		trainFlags(fs2, &cfg)
+		bind(fs2, &cfg, &trainOptions{})
 		if err := fs2.Parse(args); err != nil {
 			return err
 		}
@@ -97,6 +110,7 @@ type Result struct {
 	BaseAcc, BaseMacroF1 float64
 	LogLoss              float64
 	Steps                int64
+	NonFinite, Rollbacks int64
 	Wall                 time.Duration
 }
 
@@ -108,6 +122,30 @@ func newRunDir(root string) (string, error) {
 		return "", fmt.Errorf("train: creating run directory: %w", err)
 	}
 	return dir, nil
+}
+
+// seriesFiles identifies generated data by content: one entry per series,
+// hashing its features, labels and timestamps.
+func seriesFiles(series []batch.Series) []manifest.DataFile {
+	out := make([]manifest.DataFile, len(series))
+	for i, s := range series {
+		h := sha256.New()
+		var buf [8]byte
+		for _, v := range s.Features {
+			binary.LittleEndian.PutUint32(buf[:4], float32bits(v))
+			h.Write(buf[:4])
+		}
+		for _, v := range s.Labels {
+			binary.LittleEndian.PutUint32(buf[:4], uint32(v))
+			h.Write(buf[:4])
+		}
+		for _, v := range s.TsNs {
+			binary.LittleEndian.PutUint64(buf[:], uint64(v))
+			h.Write(buf[:])
+		}
+		out[i] = manifest.DataFile{Name: "sim:" + s.Symbol, SHA256: hex.EncodeToString(h.Sum(nil)), Size: int64(s.Rows())}
+	}
+	return out
 }
 
 // Train runs one training job as configured and returns its result.
@@ -135,10 +173,11 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	}
 	man.RunID = filepath.Base(dir)
 	cfg.Data.Sim = simResolved(cfg.Data.Sim)
+	cfg.Data.Sim.Seed = cfg.Seed
 	if err := man.SetConfig(cfg); err != nil {
 		return res, err
 	}
-	man.Seeds = map[string]uint64{"sim": cfg.Data.Sim.Seed, "init": cfg.Seed, "shuffle": cfg.Seed}
+	man.Seeds = map[string]uint64{"sim": cfg.Seed, "init": cfg.Seed, "shuffle": cfg.Seed}
 	if err := man.Write(dir); err != nil {
 		return res, err
 	}
@@ -159,10 +198,12 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 
 	// Data: simulator → book → features → labels → windows, split by time.
 	t0 := time.Now()
-	cfg.Data.Sim.Seed = cfg.Seed
 	series, err := dataset.Simulated(cfg.Data.Sim, dataset.Labeling{Horizon: cfg.Data.Horizon, Theta: cfg.Data.Theta})
 	if err != nil {
 		return res, err
+	}
+	if opt.mutate != nil {
+		opt.mutate(series)
 	}
 	win := &batch.Windows{Series: series, F: feature.Count, W: cfg.Data.Window}
 	split, err := batch.TimeSplit(series, cfg.Data.Window, cfg.Data.Horizon, cfg.Data.Embargo, cfg.Data.TrainFrac)
@@ -170,19 +211,37 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		return res, err
 	}
 	norm := batch.FitNormalizer(win, split.Train)
+	if norm.NonFinite > 0 {
+		fmt.Fprintf(stderr, "data     warning: %d non-finite feature values in the training rows (left out of the normalisation; the guard will stop on them)\n", norm.NonFinite)
+	}
 	events := 0
 	for _, s := range series {
 		events += s.Rows()
 	}
+	order := make([]int32, len(split.Train))
+	batch.NewSampler(len(split.Train), cfg.Seed, true).Next(order)
+	man.Data.Files = seriesFiles(series)
+	man.Data.SampleOrderSHA256 = manifest.HashSampleOrder(int32sToInts(order))
 	dataTime := time.Since(t0)
 	fmt.Fprintf(out, "data     %d events from %d instruments → %d train / %d validation samples (%.1fs)\n",
 		events, len(series), len(split.Train), len(split.Val), dataTime.Seconds())
+	if opt.check != nil {
+		if err := opt.check(man); err != nil {
+			return res, err
+		}
+	}
 
+	if cfg.Deterministic && spec.Kind == "gpu" {
+		os.Setenv("XLA_FLAGS", strings.TrimSpace(os.Getenv("XLA_FLAGS")+" --xla_gpu_deterministic_ops=true --xla_gpu_exclude_nondeterministic_ops=true"))
+	}
 	backend, dinfo, err := device.Open(spec, device.Options{Plugin: opt.plugin})
 	if err != nil {
 		return res, err
 	}
 	man.Host.Device = &manifest.Device{Backend: dinfo.Backend, PJRTPlugin: dinfo.Plugin}
+	if err := man.Write(dir); err != nil {
+		return res, err
+	}
 	fmt.Fprintf(out, "device   %s (%s)\n", dinfo.Spec, dinfo.Desc)
 
 	m, err := model.NewMLP(cfg.Data.Window, feature.Count, cfg.Model.Hidden, len(feature.ClassNames))
@@ -196,22 +255,33 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	std := tensors.FromFlatDataAndDimensions(norm.Std, feature.Count)
 	sched, _ := train.ParseSchedule(cfg.Train.Schedule, cfg.Train.LR, int64(cfg.Train.Steps))
 
-	sampler := batch.NewSampler(len(split.Train), cfg.Seed, true)
-	order := make([]int32, len(split.Train))
-	batch.NewSampler(len(split.Train), cfg.Seed, true).Next(order)
-	man.Data.SampleOrderSHA256 = manifest.HashSampleOrder(int32sToInts(order))
-
+	var rec *profile.Recorder
+	if cfg.Train.Profile {
+		rec = profile.New(profile.Config{FLOPsPerSample: 6 * float64(model.Count(m.Params()))})
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	lcfg := batch.LoaderConfig{BatchSize: cfg.Train.BatchSize, Prefetch: cfg.Train.Prefetch}
 	if spec.Kind == "gpu" {
 		lcfg.Backend = backend // stage batches on the device ahead of the step
 	}
+	if rec != nil || opt.dataDelay > 0 {
+		lcfg.OnBatch = func(t time.Time, d time.Duration) {
+			if opt.dataDelay > 0 {
+				time.Sleep(opt.dataDelay)
+				d = time.Since(t)
+			}
+			if rec != nil {
+				rec.Span("loader", "batch", t, d)
+			}
+		}
+	}
+	sampler := batch.NewSampler(len(split.Train), cfg.Seed, true)
 	loader, err := batch.NewLoader(ctx, win, split.Train, sampler, lcfg)
 	if err != nil {
 		return res, err
 	}
-	defer loader.Close()
+	defer func() { loader.Close() }()
 
 	metrics, err := os.Create(filepath.Join(dir, "metrics.jsonl"))
 	if err != nil {
@@ -220,40 +290,43 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	defer metrics.Close()
 	enc := json.NewEncoder(metrics)
 
-	var bar *progressbar.ProgressBar
-	// A terminal gets a live bar; a log file gets a line every 10%.
-	logLines := !opt.quiet && !isTerminal(stderr)
-	if !opt.quiet && !logLines {
-		bar = progressbar.NewOptions(cfg.Train.Steps,
-			progressbar.OptionSetWriter(stderr),
-			progressbar.OptionSetDescription("train"),
-			progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionThrottle(200*time.Millisecond),
-			progressbar.OptionSetWidth(24),
-			progressbar.OptionClearOnFinish(),
-		)
+	// The watcher reads each step's loss and finiteness flags off the hot
+	// path; its callback runs on the watcher's goroutine, in step order.
+	var names []string
+	for _, p := range m.Params() {
+		names = append(names, p.Name)
 	}
-	// The watcher reads each step's loss and finiteness flag off the hot path.
-	lrs := make([]float64, cfg.Train.Steps)
-	watcher := guard.NewWatcher(cfg.Train.GuardLag, cfg.Train.BatchSize, func(v guard.Value) {
-		enc.Encode(map[string]any{"step": v.Step, "split": "train", "loss": v.Loss, "grad_norm": v.GradNorm, "lr": lrs[v.Step]})
+	watcher := guard.NewWatcher(guard.Config{
+		Lag: cfg.Train.GuardLag, BatchSize: cfg.Train.BatchSize, ParamNames: names, SpikeZ: cfg.Train.SpikeZ,
+		OnValue: func(v guard.Value) {
+			line := map[string]any{"step": v.Step, "split": "train", "loss": v.Loss, "grad_norm": v.GradNorm, "lr": v.LR}
+			if !v.Finite {
+				line["nonfinite"] = true
+			}
+			if v.Spike {
+				line["loss_spike_z"] = v.Z
+			}
+			enc.Encode(line)
+			if rec != nil {
+				// Dispatch until the loss could be read: the device track.
+				rec.Span("device 0", "step", v.Start, v.Ready.Sub(v.Start))
+			}
+		},
 	})
+	watcherClosed := false
 	defer func() {
-		if werr := watcher.Close(); werr != nil && err == nil {
-			err = werr
+		if !watcherClosed {
+			watcher.Close()
 		}
 	}()
 
-	var rec *profile.Recorder
-	if cfg.Train.Profile {
-		rec = profile.New(profile.Config{FLOPsPerSample: 6 * float64(model.Count(m.Params()))})
-	}
+	bar, logLines := newProgress(opt.quiet, stderr, cfg.Train.Steps)
 	eval := &train.Evaluator{W: win, Refs: split.Val, BatchSize: 1024, Classes: len(feature.ClassNames)}
 	ckptDir := filepath.Join(dir, "checkpoints")
 	samplesPerStep := cfg.Train.BatchSize
 	eventsPerStep := cfg.Train.BatchSize * cfg.Data.Window
 	var lastCkpt string
+	lrScale := 1.0
 	trainStart := time.Now()
 	for step := int64(0); step < int64(cfg.Train.Steps); step++ {
 		if err := ctx.Err(); err != nil {
@@ -268,8 +341,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 			return res, fmt.Errorf("train: step %d: %w", step, err)
 		}
 		t = end(rec, profile.Data, t)
-		lr := sched.LR(step)
-		lrs[step] = lr
+		lr := sched.LR(step) * lrScale
 		outp, err := stepper.Step(st, lr, mean, std, b.X, b.Y)
 		if err != nil {
 			return res, err
@@ -281,14 +353,52 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		} else {
 			t = end(rec, profile.Dispatch, t)
 		}
-		watcher.Observe(step, outp.Loss, outp.GradNorm, outp.Finite, b.Index)
+		watcher.Observe(outp, b.Index)
 		state := b.State
 		loader.Release(b)
+
 		if gerr := watcher.Err(); gerr != nil {
-			return res, fmt.Errorf("train: guard: %w (last good checkpoint: %s)", gerr, lastCkpt)
+			var nf *guard.NonFiniteError
+			errors.As(gerr, &nf)
+			switch cfg.Train.OnNonFinite {
+			case "skip":
+				// The step already left the state unchanged; note it and go on.
+				watcher.Reset()
+			case "rollback":
+				if lastCkpt == "" {
+					return res, guardStop(dir, win, split.Train, nf, "", "rollback: no checkpoint yet")
+				}
+				if res.Rollbacks == maxRollbacks {
+					return res, guardStop(dir, win, split.Train, nf, lastCkpt, fmt.Sprintf("rollback: still non-finite after %d rollbacks", maxRollbacks))
+				}
+				ns, ck, err := train.LoadCheckpoint(lastCkpt, m)
+				if err != nil {
+					return res, err
+				}
+				loader.Close()
+				sampler = batch.NewSampler(len(split.Train), ck.Seed, true)
+				if err := sampler.Restore(ck.Sampler); err != nil {
+					return res, err
+				}
+				if loader, err = batch.NewLoader(ctx, win, split.Train, sampler, lcfg); err != nil {
+					return res, err
+				}
+				st = ns
+				lrScale *= cfg.Train.RollbackLRFactor
+				res.Rollbacks++
+				fmt.Fprintf(stderr, "guard    %v\nguard    rolled back to %s (step %d), learning rate × %g\n", nf, filepath.Base(lastCkpt), ck.Step, lrScale)
+				watcher.Reset()
+				if rec != nil {
+					rec.EndStep(samplesPerStep, eventsPerStep)
+				}
+				step = st.Step - 1
+				continue
+			default:
+				return res, guardStop(dir, win, split.Train, nf, lastCkpt, "stop")
+			}
 		}
 		last := step+1 == int64(cfg.Train.Steps)
-		if (cfg.Train.EvalEvery > 0 && (step+1)%int64(cfg.Train.EvalEvery) == 0) && !last {
+		if cfg.Train.EvalEvery > 0 && (step+1)%int64(cfg.Train.EvalEvery) == 0 && !last {
 			r, err := eval.Run(stepper, st, mean, std)
 			if err != nil {
 				return res, err
@@ -309,28 +419,19 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		if rec != nil {
 			rec.EndStep(samplesPerStep, eventsPerStep)
 		}
-		if bar != nil {
-			v := watcher.Last()
-			el := time.Since(trainStart).Seconds()
-			bar.Describe(fmt.Sprintf("train loss %.4f  %s events/s", v.Loss, si(float64(eventsPerStep)*float64(step+1)/el)))
-			bar.Add(1)
-		}
-		if logLines && ((step+1)*10)%int64(cfg.Train.Steps) < 10 {
-			v := watcher.Last()
-			el := time.Since(trainStart).Seconds()
-			eta := el / float64(step+1) * float64(int64(cfg.Train.Steps)-step-1)
-			fmt.Fprintf(stderr, "train    step %d/%d  loss %.4f  %s events/s  elapsed %.0fs  eta %.0fs\n",
-				step+1, cfg.Train.Steps, v.Loss, si(float64(eventsPerStep)*float64(step+1)/el), el, eta)
-		}
+		progress(bar, logLines, stderr, watcher.Last(), step, cfg.Train.Steps, eventsPerStep, trainStart)
 	}
 	trainTime := time.Since(trainStart)
 	if bar != nil {
 		bar.Finish()
 	}
-	if err := watcher.Close(); err != nil {
-		return res, fmt.Errorf("train: guard: %w (last good checkpoint: %s)", err, lastCkpt)
+	watcherClosed = true
+	if err := watcher.Close(); err != nil && cfg.Train.OnNonFinite == "stop" {
+		var nf *guard.NonFiniteError
+		errors.As(err, &nf)
+		return res, guardStop(dir, win, split.Train, nf, lastCkpt, "stop")
 	}
-	watcher = guard.NewWatcher(1, 1, nil) // the deferred Close needs one
+	res.NonFinite, _ = watcher.Counts()
 
 	t1 := time.Now()
 	r, err := eval.Run(stepper, st, mean, std)
@@ -355,6 +456,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	man.Outcome.Metrics = manifest.Metrics{
 		"val_accuracy": res.Accuracy, "val_macro_f1": res.MacroF1, "val_log_loss": r.LogLoss,
 		"baseline_accuracy": res.BaseAcc, "baseline_macro_f1": res.BaseMacroF1,
+		"nonfinite_steps": float64(res.NonFinite), "rollbacks": float64(res.Rollbacks),
 	}
 	man.Outcome.Checkpoint, man.Outcome.Export = lastCkpt, exp
 
@@ -370,16 +472,84 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 
 	fmt.Fprintf(out, "\nvalidation (%d samples, horizon %d events)\n", r.Samples, cfg.Data.Horizon)
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f  log-loss %.4f\n", "model", res.Accuracy, res.MacroF1, r.LogLoss)
-	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f\n", "majority baseline ("+feature.ClassNames[argmaxRow(base)]+")", res.BaseAcc, res.BaseMacroF1)
+	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f\n", "majority baseline ("+feature.ClassNames[majorityClass(base)]+")", res.BaseAcc, res.BaseMacroF1)
 	fmt.Fprint(out, indent(conf.Format(feature.ClassNames), "  "))
 	fmt.Fprintf(out, "\ntime     %.1fs total: data %.1fs, train %.1fs (%d steps, %.2f ms/step), eval %.1fs, export %.2fs\n",
 		res.Wall.Seconds(), dataTime.Seconds(), trainTime.Seconds(), st.Step, 1e3*trainTime.Seconds()/float64(st.Step), evalTime.Seconds(), exportTime.Seconds())
+	if res.NonFinite > 0 || res.Rollbacks > 0 {
+		fmt.Fprintf(out, "guard    %d non-finite steps (%s), %d rollbacks\n", res.NonFinite, cfg.Train.OnNonFinite, res.Rollbacks)
+	}
 	if rep != nil {
 		fmt.Fprintf(out, "profile  %s\n", rep.Verdict)
 	}
 	fmt.Fprintf(out, "run      %s\n", dir)
-	fmt.Fprintf(out, "\nnext     gallop bench infer %s\n         gallop profile %s\n", dir, dir)
+	fmt.Fprintf(out, "\nnext     gallop bench infer %s\n         gallop profile %s\n         gallop replay %s\n", dir, dir, dir)
 	return res, nil
+}
+
+// guardStop writes guard.json (what went wrong, the batch's samples and
+// the last good checkpoint) and returns the error the run exits with.
+func guardStop(dir string, w *batch.Windows, refs []batch.Ref, nf *guard.NonFiniteError, ckpt, policy string) error {
+	type sample struct {
+		Index      int32  `json:"index"`
+		Instrument string `json:"instrument"`
+		Row        uint32 `json:"row"`
+		TsNs       int64  `json:"ts_ns"`
+	}
+	rep := struct {
+		Step      int64    `json:"step"`
+		Loss      string   `json:"loss"`
+		GradNorm  string   `json:"grad_norm"`
+		BadParams []string `json:"nonfinite_gradients"`
+		Samples   []sample `json:"samples"`
+		Policy    string   `json:"policy"`
+		LastGood  string   `json:"last_good_checkpoint"`
+	}{Step: nf.Step, Loss: fmt.Sprint(nf.Loss), GradNorm: fmt.Sprint(nf.GradNorm), BadParams: nf.BadParams, Policy: policy, LastGood: ckpt}
+	for _, i := range nf.Samples {
+		r := refs[i]
+		s := &w.Series[r.Series]
+		rep.Samples = append(rep.Samples, sample{Index: i, Instrument: s.Symbol, Row: r.Row, TsNs: s.TsNs[r.Row]})
+	}
+	data, _ := json.MarshalIndent(rep, "", "  ")
+	path := filepath.Join(dir, "guard.json")
+	if err := atomicfile.WriteFile(path, data, 0o644); err != nil {
+		return err
+	}
+	if ckpt == "" {
+		ckpt = "none yet"
+	}
+	return fmt.Errorf("guard: %w\n  last good checkpoint: %s\n  details: %s", nf, ckpt, path)
+}
+
+func newProgress(quiet bool, stderr io.Writer, steps int) (*progressbar.ProgressBar, bool) {
+	if quiet {
+		return nil, false
+	}
+	if !isTerminal(stderr) {
+		return nil, true // a log file gets a line every 10%
+	}
+	return progressbar.NewOptions(steps,
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetDescription("train"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionSetWidth(24),
+		progressbar.OptionClearOnFinish(),
+	), false
+}
+
+func progress(bar *progressbar.ProgressBar, logLines bool, w io.Writer, v guard.Value, step int64, steps, eventsPerStep int, start time.Time) {
+	el := time.Since(start).Seconds()
+	rate := si(float64(eventsPerStep) * float64(step+1) / el)
+	if bar != nil {
+		bar.Describe(fmt.Sprintf("train loss %.4f  %s events/s", v.Loss, rate))
+		bar.Add(1)
+	}
+	if logLines && ((step+1)*10)%int64(steps) < 10 {
+		eta := el / float64(step+1) * float64(int64(steps)-step-1)
+		fmt.Fprintf(w, "train    step %d/%d  loss %.4f  %s events/s  elapsed %.0fs  eta %.0fs\n", step+1, steps, v.Loss, rate, el, eta)
+	}
 }
 
 func isTerminal(w io.Writer) bool {
@@ -459,7 +629,8 @@ func exportModel(dir string, m *model.MLP, st *train.State, norm batch.Normalize
 	return p, nil
 }
 
-func argmaxRow(c *train.Confusion) int {
+// majorityClass is the class a Confusion from Majority always predicts.
+func majorityClass(c *train.Confusion) int {
 	for j := range c.Counts[0] {
 		if c.Counts[0][j] > 0 {
 			return j

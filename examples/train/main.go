@@ -55,11 +55,11 @@ func main() {
 		batch.LoaderConfig{BatchSize: 256, Prefetch: 4})
 	check(err)
 	defer loader.Close()
-	watch := guard.NewWatcher(4, 256, func(v guard.Value) {
+	watch := guard.NewWatcher(guard.Config{Lag: 4, BatchSize: 256, OnValue: func(v guard.Value) {
 		if v.Step%500 == 0 {
 			fmt.Printf("step %5d  loss %.4f\n", v.Step, v.Loss)
 		}
-	})
+	}})
 
 	// The loop: it never reads a device value itself.
 	for step := int64(0); step < int64(*steps); step++ {
@@ -67,7 +67,7 @@ func main() {
 		check(err)
 		out, err := stepper.Step(state, sched.LR(step), mean, std, b.X, b.Y)
 		check(err)
-		watch.Observe(step, out.Loss, out.GradNorm, out.Finite, b.Index)
+		watch.Observe(out, b.Index)
 		loader.Release(b)
 		check(watch.Err()) // set a few steps after a NaN/Inf, naming the step and batch
 	}

@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gallop-dev/gallop/batch"
+	"github.com/gallop-dev/gallop/manifest"
+	"github.com/gallop-dev/gallop/profile"
+	"github.com/gallop-dev/gallop/train"
+)
+
+// tinyConfig runs in a couple of seconds.
+func tinyConfig(t *testing.T) Config {
+	c := DefaultConfig()
+	c.RunsDir = t.TempDir()
+	c.Data.Sim.Events = 20_000
+	c.Train.Steps = 60
+	c.Train.BatchSize = 64
+	c.Train.EvalEvery = 0
+	c.Train.CheckpointEvery = 20
+	return c
+}
+
+// inGitRepo runs the test from a fresh, clean git checkout so the manifest
+// (and replay's code check) do not depend on the state of this repository.
+func inGitRepo(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"init", "-q"}, {"-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"},
+	} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Skipf("git unavailable: %v %s", err, out)
+		}
+	}
+	t.Chdir(dir)
+}
+
+func TestReplayIdenticalAndRefusals(t *testing.T) {
+	inGitRepo(t)
+	var out bytes.Buffer
+	first, err := Train(context.Background(), tinyConfig(t), trainOptions{quiet: true, out: &out}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	r, err := Replay(context.Background(), first.RunDir, replayOptions{quiet: true}, &out, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !r.Identical || r.Steps != 60 {
+		t.Fatalf("replay not identical: %+v\n%s", r, out.String())
+	}
+	// --deterministic on CPU: the final checkpoints are equal byte for byte.
+	a, _ := train.LatestCheckpoint(filepath.Join(first.RunDir, "checkpoints"))
+	b, _ := train.LatestCheckpoint(filepath.Join(r.RunDir, "checkpoints"))
+	ab, _ := os.ReadFile(a)
+	bb, _ := os.ReadFile(b)
+	if len(ab) == 0 || !bytes.Equal(ab, bb) {
+		t.Fatalf("checkpoints of the run and its replay differ (%s, %s)", a, b)
+	}
+
+	// gallop diff of a run and its replay shows no config or data change.
+	var dout bytes.Buffer
+	if code := run(context.Background(), []string{"diff", first.RunDir, r.RunDir}, &dout, &dout); code != 0 {
+		t.Fatalf("diff exit %d: %s", code, dout.String())
+	}
+	if strings.Contains(dout.String(), "config.") || strings.Contains(dout.String(), "data.") {
+		t.Fatalf("diff of a replay shows config or data differences:\n%s", dout.String())
+	}
+
+	// A changed commit and changed data are refused, naming what changed.
+	m, err := manifest.Load(first.RunDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Code.Commit = strings.Repeat("0", 40)
+	m.Data.Files[0].SHA256 = strings.Repeat("f", 64)
+	if err := m.Write(first.RunDir); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Replay(context.Background(), first.RunDir, replayOptions{quiet: true}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "code revision differs") || !strings.Contains(err.Error(), "sim:SIMA") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("tampered replay: %v", err)
+	}
+	var stderr bytes.Buffer
+	r, err = Replay(context.Background(), first.RunDir, replayOptions{quiet: true, force: true}, &out, &stderr)
+	if err != nil || !r.Identical || !strings.Contains(stderr.String(), "--force") {
+		t.Fatalf("forced replay: %+v %v %s", r, err, stderr.String())
+	}
+
+	// A changed config makes a different run: diff names it.
+	c := tinyConfig(t)
+	c.Train.LR = 3e-3
+	other, err := Train(context.Background(), c, trainOptions{quiet: true}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dout.Reset()
+	run(context.Background(), []string{"diff", first.RunDir, other.RunDir}, &dout, &dout)
+	if !strings.Contains(dout.String(), "train.lr") {
+		t.Fatalf("diff does not name the changed lr:\n%s", dout.String())
+	}
+
+	// Bad input: no manifest, corrupt manifest.
+	if _, err := Replay(context.Background(), t.TempDir(), replayOptions{}, &out, &out); err == nil || !strings.Contains(err.Error(), "run.json") {
+		t.Fatalf("missing manifest: %v", err)
+	}
+	os.WriteFile(filepath.Join(other.RunDir, "run.json"), []byte(`{"schema_version": 1, "code": {`), 0o644)
+	if _, err := Replay(context.Background(), other.RunDir, replayOptions{}, &out, &out); err == nil || !strings.Contains(err.Error(), "offset") {
+		t.Fatalf("corrupt manifest: %v", err)
+	}
+}
+
+// poisonRow puts a NaN into one feature of row of the first series and
+// records the first step whose batch (under the run's sampler) holds a
+// sample whose window sees it.
+func poisonRow(c Config, row int, firstBad *int64) func([]batch.Series) {
+	return func(series []batch.Series) {
+		series[0].Features[row*51+3] = float32(math.NaN())
+		sp, _ := batch.TimeSplit(series, c.Data.Window, c.Data.Horizon, c.Data.Embargo, c.Data.TrainFrac)
+		order := make([]int32, len(sp.Train))
+		batch.NewSampler(len(sp.Train), c.Seed, true).Next(order)
+		*firstBad = -1
+		for pos, j := range order {
+			r := sp.Train[j]
+			if r.Series == 0 && int(r.Row) >= row && int(r.Row) < row+c.Data.Window {
+				*firstBad = int64(pos / c.Train.BatchSize)
+				return
+			}
+		}
+	}
+}
+
+func TestNaNStopsTheRunNamingStepAndBatch(t *testing.T) {
+	c := tinyConfig(t)
+	c.Train.Steps = 400
+	var firstBad int64 = -1
+	var out bytes.Buffer
+	opt := trainOptions{quiet: true, out: &out, mutate: poisonRow(c, 5000, &firstBad)}
+	res, err := Train(context.Background(), c, opt, &out)
+	if firstBad < 0 || firstBad >= int64(c.Train.Steps) {
+		t.Fatalf("poisoned sample not reached in the run (step %d)", firstBad)
+	}
+	if err == nil || !strings.Contains(err.Error(), "non-finite values at step "+itoa(firstBad)) {
+		t.Fatalf("want a stop at step %d, got %v", firstBad, err)
+	}
+	if !strings.Contains(err.Error(), "last good checkpoint") || !strings.Contains(err.Error(), "dense") {
+		t.Errorf("error lacks checkpoint or layer: %v", err)
+	}
+	var g struct {
+		Step    int64 `json:"step"`
+		Samples []struct {
+			Instrument string `json:"instrument"`
+			Row        uint32 `json:"row"`
+		} `json:"samples"`
+		Bad []string `json:"nonfinite_gradients"`
+	}
+	data, rerr := os.ReadFile(filepath.Join(res.RunDir, "guard.json"))
+	if rerr != nil || json.Unmarshal(data, &g) != nil {
+		t.Fatalf("guard.json: %v %s", rerr, data)
+	}
+	hit := false
+	for _, s := range g.Samples {
+		hit = hit || (s.Instrument == "SIMA" && s.Row >= 5000 && s.Row < 5000+uint32(c.Data.Window))
+	}
+	if g.Step != firstBad || !hit || len(g.Bad) == 0 {
+		t.Fatalf("guard.json names step %d (want %d), poisoned sample present %v, layers %v", g.Step, firstBad, hit, g.Bad)
+	}
+	// Stopped within the guard's lag: no step beyond firstBad+lag+1 ran.
+	losses, _ := readLosses(filepath.Join(res.RunDir, "metrics.jsonl"))
+	if int64(len(losses)) > firstBad+int64(c.Train.GuardLag)+2 {
+		t.Fatalf("run went on to step %d after a NaN at %d (lag %d)", len(losses)-1, firstBad, c.Train.GuardLag)
+	}
+	m, _ := manifest.Load(res.RunDir)
+	if !strings.HasPrefix(m.Outcome.Status, "failed: guard") || *m.Outcome.ExitCode != 1 {
+		t.Fatalf("manifest outcome %+v", m.Outcome)
+	}
+
+	// skip: the run completes and counts the bad steps.
+	c.Train.OnNonFinite = "skip"
+	res, err = Train(context.Background(), c, opt, &out)
+	if err != nil || res.NonFinite == 0 || res.Steps != int64(c.Train.Steps) {
+		t.Fatalf("skip: %+v %v", res, err)
+	}
+	// rollback: the poison comes back with the same batches, so the run
+	// rolls back maxRollbacks times and then stops.
+	c.Train.OnNonFinite = "rollback"
+	c.Train.CheckpointEvery = 1
+	var stderr bytes.Buffer
+	res, err = Train(context.Background(), c, opt, &stderr)
+	if err == nil || res.Rollbacks != maxRollbacks || !strings.Contains(stderr.String(), "rolled back") {
+		t.Fatalf("rollback: %+v %v\n%s", res, err, stderr.String())
+	}
+}
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+func TestInputBoundVerdict(t *testing.T) {
+	c := tinyConfig(t)
+	c.Train.Steps = 80
+	var out bytes.Buffer
+	res, err := Train(context.Background(), c, trainOptions{quiet: true, out: &out, dataDelay: 8 * time.Millisecond}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := profile.Load(filepath.Join(res.RunDir, "profile.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(rep.Verdict, "input-bound") {
+		t.Fatalf("verdict %q, want input-bound", rep.Verdict)
+	}
+	// The trace is valid trace-event JSON with a loader track.
+	data, _ := os.ReadFile(filepath.Join(res.RunDir, "trace.json"))
+	var tr struct {
+		TraceEvents []struct {
+			Ph   string         `json:"ph"`
+			Name string         `json:"name"`
+			Dur  *float64       `json:"dur"`
+			Args map[string]any `json:"args"`
+		} `json:"traceEvents"`
+	}
+	if err := json.Unmarshal(data, &tr); err != nil || len(tr.TraceEvents) == 0 {
+		t.Fatalf("trace: %v", err)
+	}
+	tracks := map[string]bool{}
+	for _, e := range tr.TraceEvents {
+		if e.Ph == "X" && (e.Dur == nil || *e.Dur < 0) {
+			t.Fatalf("complete event %q without a duration", e.Name)
+		}
+		if e.Ph == "M" && e.Name == "thread_name" {
+			tracks[e.Args["name"].(string)] = true
+		}
+	}
+	if !tracks["stage: loader"] || !tracks["stage: device 0"] {
+		t.Fatalf("trace tracks %v: want loader and device 0", tracks)
+	}
+}
+
+// TestNoSecretsInRunDir plants credentials in the environment; none may
+// appear anywhere in the run directory.
+func TestNoSecretsInRunDir(t *testing.T) {
+	const secret = "AKIAFAKESECRET123"
+	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
+	t.Setenv("GALLOP_API_TOKEN", "tok-"+secret)
+	var out bytes.Buffer
+	res, err := Train(context.Background(), tinyConfig(t), trainOptions{quiet: true, out: &out}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filepath.Walk(res.RunDir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		data, _ := os.ReadFile(p)
+		if bytes.Contains(data, []byte(secret)) {
+			t.Errorf("%s contains the planted secret", p)
+		}
+		return nil
+	})
+}
+
+func TestInterruptedRunIsRecorded(t *testing.T) {
+	c := tinyConfig(t)
+	c.Train.Steps = 100000
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(1500*time.Millisecond, cancel)
+	var out bytes.Buffer
+	res, err := Train(ctx, c, trainOptions{quiet: true, out: &out}, &out)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("want cancellation, got %v", err)
+	}
+	m, lerr := manifest.Load(res.RunDir)
+	if lerr != nil || m.Outcome.Status != manifest.StatusInterrupted {
+		t.Fatalf("manifest after interrupt: %v %+v", lerr, m)
+	}
+}
