@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/gomlx/compute/gobackend"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/gallop-dev/gallop/batch"
+	"github.com/gallop-dev/gallop/data/dataset"
+	"github.com/gallop-dev/gallop/data/feature"
+	"github.com/gallop-dev/gallop/data/sim"
+	"github.com/gallop-dev/gallop/guard"
+	"github.com/gallop-dev/gallop/model"
+	"github.com/gallop-dev/gallop/profile"
+	"github.com/gallop-dev/gallop/train"
+)
+
+// loopKit is a real train step over simulated data for loop-level tests and
+// benchmarks.
+type loopKit struct {
+	stepper   *train.Stepper
+	st        *train.State
+	loader    *batch.Loader
+	mean, std *tensors.Tensor
+	cancel    context.CancelFunc
+}
+
+func newLoopKit(tb testing.TB, batchSize int) *loopKit {
+	cfg := sim.DefaultConfig()
+	cfg.Events = 20000
+	cfg.Instruments = cfg.Instruments[:1]
+	series, err := dataset.Simulated(cfg, dataset.Labeling{Horizon: 50, Theta: 0.1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w := &batch.Windows{Series: series, F: feature.Count, W: 10}
+	sp, _ := batch.TimeSplit(series, 10, 50, 50, 0.8)
+	nz := batch.FitNormalizer(w, sp.Train)
+	be, _ := gobackend.New("")
+	m, _ := model.NewMLP(10, feature.Count, []int{128, 64}, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	ld, err := batch.NewLoader(ctx, w, sp.Train, batch.NewSampler(len(sp.Train), 1, true), batch.LoaderConfig{BatchSize: batchSize, Prefetch: 4})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := train.NewStepper(be, m, train.DefaultOptimizer())
+	return &loopKit{stepper: s, st: s.NewState(1), loader: ld, cancel: cancel,
+		mean: tensors.FromFlatDataAndDimensions(nz.Mean, feature.Count), std: tensors.FromFlatDataAndDimensions(nz.Std, feature.Count)}
+}
+
+func (k *loopKit) close() { k.cancel(); k.loader.Close() }
+
+// run takes n steps; with rec it profiles them, with w it hands outputs to
+// the guard, and with readEveryStep it reads the loss on the loop (a sync).
+func (k *loopKit) run(tb testing.TB, n int, rec *profile.Recorder, w *guard.Watcher, readEveryStep bool) {
+	ctx := context.Background()
+	for i := 0; i < n; i++ {
+		step := k.st.Step
+		if rec != nil {
+			rec.BeginStep(step)
+		}
+		t := stamp(rec)
+		b, err := k.loader.Next(ctx)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		t = end(rec, profile.Data, t)
+		out, err := k.stepper.Step(k.st, 1e-3, k.mean, k.std, b.X, b.Y)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		t = end(rec, profile.Dispatch, t)
+		if readEveryStep {
+			_ = out.Loss.Value()
+			if rec != nil {
+				rec.Sync()
+			}
+			end(rec, profile.Readback, t)
+		}
+		if w != nil {
+			w.Observe(out, b.Index)
+		}
+		k.loader.Release(b)
+		if rec != nil {
+			rec.EndStep(len(b.Index), 10*len(b.Index))
+		}
+	}
+}
+
+// TestSyncEveryStepIsFlagged: a loop that reads the loss on the loop every
+// step is flagged sync-bound; the same loop with the guard reading it is not.
+func TestSyncEveryStepIsFlagged(t *testing.T) {
+	k := newLoopKit(t, 64)
+	defer k.close()
+	rec := profile.New(profile.Config{})
+	k.run(t, 60, rec, nil, true)
+	if v := rec.Report().Verdict; !strings.Contains(v, "sync-bound") {
+		t.Fatalf("verdict %q, want sync-bound", v)
+	}
+	rec = profile.New(profile.Config{})
+	w := guard.NewWatcher(guard.Config{BatchSize: 64})
+	k.run(t, 60, rec, w, false)
+	w.Close()
+	if r := rec.Report(); r.SyncsPerStep != 0 || strings.Contains(r.Verdict, "sync-bound") {
+		t.Fatalf("guarded loop: %.2f syncs/step, verdict %q", r.SyncsPerStep, r.Verdict)
+	}
+}
+
+// BenchmarkLoop measures the cost of profiling and of the guard, side by
+// side in one run: steps/s of the same loop bare, profiled, guarded, both.
+func BenchmarkLoop(b *testing.B) {
+	for _, c := range []struct {
+		name           string
+		profile, guard bool
+	}{{"bare", false, false}, {"profile", true, false}, {"guard", false, true}, {"profile+guard", true, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			k := newLoopKit(b, 256)
+			defer k.close()
+			k.run(b, 5, nil, nil, false) // compile
+			var rec *profile.Recorder
+			var w *guard.Watcher
+			if c.profile {
+				rec = profile.New(profile.Config{})
+			}
+			if c.guard {
+				w = guard.NewWatcher(guard.Config{BatchSize: 256})
+			}
+			b.ResetTimer()
+			k.run(b, b.N, rec, w, false)
+			if w != nil {
+				w.Close()
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
+		})
+	}
+}
