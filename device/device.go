@@ -74,6 +74,51 @@ type Info struct {
 	Plugin  string `json:"plugin,omitempty"`
 	Devices int    `json:"devices"`
 	Desc    string `json:"description"`
+	GPUs    []GPU  `json:"gpus,omitempty"`
+}
+
+// GPU is one accelerator as nvidia-smi reports it.
+type GPU struct {
+	Name        string `json:"name"`
+	MemoryBytes uint64 `json:"memory_bytes"`
+	Driver      string `json:"driver"`
+}
+
+// PeakFLOPs returns the card's dense peak for fp32 matmuls on tensor cores
+// (TF32, which XLA uses for fp32 dots by default) and for bf16, from the
+// vendor's data sheets, or zeros for a card it does not know.
+func (g GPU) PeakFLOPs() (tf32, bf16 float64) {
+	n := strings.ToUpper(g.Name)
+	switch {
+	case strings.Contains(n, "H200"), strings.Contains(n, "H100") && !strings.Contains(n, "PCIE"):
+		return 494.7e12, 989.4e12 // SXM
+	case strings.Contains(n, "H100"):
+		return 378e12, 756e12 // PCIe
+	case strings.Contains(n, "A100"):
+		return 156e12, 312e12
+	}
+	return 0, 0
+}
+
+// QueryGPUs asks nvidia-smi for the visible GPUs; it returns nil when
+// nvidia-smi is not there.
+func QueryGPUs() []GPU {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits").Output()
+	if err != nil {
+		return nil
+	}
+	var gs []GPU
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, ",")
+		if len(f) != 3 {
+			continue
+		}
+		mib, _ := strconv.ParseUint(strings.TrimSpace(f[1]), 10, 64)
+		gs = append(gs, GPU{Name: strings.TrimSpace(f[0]), MemoryBytes: mib << 20, Driver: strings.TrimSpace(f[2])})
+	}
+	return gs
 }
 
 // Options configures Open.
@@ -120,6 +165,7 @@ func Open(spec Spec, opt Options) (compute.Backend, Info, error) {
 			return nil, info, fmt.Errorf("device: loading PJRT plugin %s: %w", plugin, err)
 		}
 		info.Backend, info.Plugin, info.Devices, info.Desc = "xla", plugin, be.NumDevices(), be.Description()
+		info.GPUs = QueryGPUs()
 		return be, info, nil
 	}
 	return nil, info, fmt.Errorf("device: unknown kind %q", spec.Kind)

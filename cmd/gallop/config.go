@@ -206,6 +206,7 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Train.Prefetch, "prefetch", c.Train.Prefetch, "batches prepared ahead of the step")
 	fs.Var(onOff{&c.Train.Profile}, "profile", "profile every step: on or off")
 	fs.StringVar(&c.Train.OnNonFinite, "on-nonfinite", c.Train.OnNonFinite, "on NaN/Inf: stop, skip (the update) or rollback (to the last checkpoint, lower LR)")
+	fs.Float64Var(&c.Train.SpikeZ, "spike-z", c.Train.SpikeZ, "warn when the loss jumps this many standard deviations above its running mean (negative: off)")
 	fs.BoolVar(&c.Deterministic, "deterministic", c.Deterministic, "bitwise-reproducible run (sets XLA's deterministic ops on GPU)")
 }
 

@@ -239,6 +239,14 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		return res, err
 	}
 	man.Host.Device = &manifest.Device{Backend: dinfo.Backend, PJRTPlugin: dinfo.Plugin}
+	var peak float64
+	for _, g := range dinfo.GPUs {
+		man.Host.Device.GPUs = append(man.Host.Device.GPUs, manifest.GPU{Name: g.Name, MemoryBytes: g.MemoryBytes})
+		man.Host.Device.Driver = g.Driver
+		if peak == 0 {
+			peak, _ = g.PeakFLOPs()
+		}
+	}
 	if err := man.Write(dir); err != nil {
 		return res, err
 	}
@@ -257,7 +265,8 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 
 	var rec *profile.Recorder
 	if cfg.Train.Profile {
-		rec = profile.New(profile.Config{FLOPsPerSample: 6 * float64(model.Count(m.Params()))})
+		// MFU is against the card's dense TF32 peak (XLA's fp32 dots).
+		rec = profile.New(profile.Config{FLOPsPerSample: 6 * float64(model.Count(m.Params())), PeakFLOPs: peak})
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -296,6 +305,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	for _, p := range m.Params() {
 		names = append(names, p.Name)
 	}
+	spikes := 0
 	watcher := guard.NewWatcher(guard.Config{
 		Lag: cfg.Train.GuardLag, BatchSize: cfg.Train.BatchSize, ParamNames: names, SpikeZ: cfg.Train.SpikeZ,
 		OnValue: func(v guard.Value) {
@@ -305,6 +315,9 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 			}
 			if v.Spike {
 				line["loss_spike_z"] = v.Z
+				if spikes++; spikes <= 5 {
+					fmt.Fprintf(stderr, "guard    warning: loss spike at step %d: %.4g (z = %.1f)\n", v.Step, v.Loss, v.Z)
+				}
 			}
 			enc.Encode(line)
 			if rec != nil {
