@@ -7,6 +7,9 @@ import (
 	"testing"
 )
 
+// raceEnabled is set by race_test.go in -race builds.
+var raceEnabled bool
+
 // randomModel returns an "mlp" model with He-initialised random weights, a
 // window of w events of f features and the given hidden widths.
 func randomModel(r *rand.Rand, w, f int, hidden []int, classes int) *Model {

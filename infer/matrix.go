@@ -11,7 +11,7 @@ const (
 // (y += x[i]·W[i,:]), which lets sparse inputs skip their zero rows.
 type mat struct {
 	in, out int
-	w       []float32 // row-major [in, out]
+	w       []float32 // row-major [in, out]; nil when the SIMD tiles cover every column
 	// tiles holds columns [0, simdCols) for the SIMD kernels, as column
 	// tiles of tileWide columns and then at most one of tileNarrow: the tile
 	// of columns [j, j+c) is the row-major [in, c] block starting at
@@ -25,7 +25,7 @@ type mat struct {
 // newMat copies the row-major [in, out] matrix w, packing it for the SIMD
 // kernels if simd is set.
 func newMat(w []float32, in, out int, simd bool) mat {
-	m := mat{in: in, out: out, w: append([]float32(nil), w[:in*out]...)}
+	m := mat{in: in, out: out}
 	if simd {
 		m.simdCols = out / tileNarrow * tileNarrow
 		m.tiles = make([]float32, 0, in*m.simdCols)
@@ -39,6 +39,9 @@ func newMat(w []float32, in, out int, simd bool) mat {
 			}
 			j += c
 		}
+	}
+	if m.simdCols < out {
+		m.w = append([]float32(nil), w[:in*out]...)
 	}
 	return m
 }
