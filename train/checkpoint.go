@@ -58,6 +58,13 @@ func SaveCheckpoint(dir string, m model.Model, st *State, c Checkpoint, keep int
 			ts = append(ts, safetensors.Tensor{Name: g.prefix + p.Name, Shape: p.Shape, Data: data})
 		}
 	}
+	if st.Amp != nil {
+		amp, err := tensors.CopyFlatData[float32](st.Amp)
+		if err != nil {
+			return "", fmt.Errorf("train: checkpoint amp.state: %w", err)
+		}
+		ts = append(ts, safetensors.Tensor{Name: "amp.state", Shape: []int{2}, Data: amp})
+	}
 	path := CheckpointPath(dir, st.Step)
 	if err := safetensors.WriteFile(path, ts, map[string]string{"gallop.checkpoint": string(meta)}); err != nil {
 		return "", fmt.Errorf("train: checkpoint: %w", err)
@@ -138,6 +145,9 @@ func LoadCheckpoint(path string, m model.Model) (*State, Checkpoint, error) {
 			}
 			*g.dst = append(*g.dst, tensors.FromFlatDataAndDimensions(t.Data, p.Shape...))
 		}
+	}
+	if t := f.Tensor("amp.state"); t != nil && len(t.Data) == 2 {
+		st.Amp = tensors.FromFlatDataAndDimensions(t.Data, 2)
 	}
 	return st, c, nil
 }

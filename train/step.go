@@ -1,7 +1,9 @@
 // Package train provides the blocks of a training loop the researcher
-// writes: a compiled train step (Adam/AdamW, global-norm clipping and an
-// on-device finiteness check), learning-rate schedules, evaluation metrics
-// and checkpoints.
+// writes: a compiled train step (Adam/AdamW or SGD with momentum,
+// global-norm clipping, bf16/fp16 mixed precision with fp32 master weights
+// and dynamic loss scaling, gradient accumulation, and an on-device
+// finiteness check), learning-rate schedules, evaluation metrics and
+// checkpoints.
 package train
 
 import (
@@ -17,129 +19,345 @@ import (
 	"github.com/gallop-dev/gallop/model"
 )
 
-// Optimizer configures Adam (AdamW when WeightDecay > 0).
+// Optimizer configures the update rule.
 type Optimizer struct {
+	// Name is "adam" (AdamW when WeightDecay > 0; the default) or "sgd"
+	// (with Momentum, optionally Nesterov).
+	Name        string  `toml:"name" json:"name"`
 	Beta1       float64 `toml:"beta1" json:"beta1"`
 	Beta2       float64 `toml:"beta2" json:"beta2"`
 	Eps         float64 `toml:"eps" json:"eps"`
-	WeightDecay float64 `toml:"weight_decay" json:"weight_decay"` // decoupled (AdamW)
+	Momentum    float64 `toml:"momentum" json:"momentum"`
+	Nesterov    bool    `toml:"nesterov" json:"nesterov"`
+	WeightDecay float64 `toml:"weight_decay" json:"weight_decay"` // decoupled (AdamW; SGD: p ← p - lr·wd·p)
 	ClipNorm    float64 `toml:"clip_norm" json:"clip_norm"`       // global-norm clip; 0 = off
 }
 
 // DefaultOptimizer is Adam with PyTorch's defaults and clipping at 1.
 func DefaultOptimizer() Optimizer {
-	return Optimizer{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, ClipNorm: 1}
+	return Optimizer{Name: "adam", Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Momentum: 0.9, ClipNorm: 1}
 }
 
-// State is the trainable state: parameters and Adam's moments, all resident
-// on the backend's device between steps.
+// Validate reports an unusable optimizer setting.
+func (o Optimizer) Validate() error {
+	switch o.Name {
+	case "", "adam", "adamw", "sgd":
+	default:
+		return fmt.Errorf("train: optimizer %q: want adam, adamw or sgd", o.Name)
+	}
+	if o.ClipNorm < 0 || o.WeightDecay < 0 || o.Momentum < 0 || o.Momentum >= 1 {
+		return fmt.Errorf("train: optimizer %+v: clip_norm, weight_decay >= 0 and momentum in [0, 1)", o)
+	}
+	return nil
+}
+
+func (o Optimizer) sgd() bool { return o.Name == "sgd" }
+
+// Precision is the compute precision of the forward and backward pass.
+// Master weights and optimizer state are always float32.
+type Precision string
+
+const (
+	FP32 Precision = "fp32"
+	BF16 Precision = "bf16" // bfloat16 compute, no loss scaling needed
+	FP16 Precision = "fp16" // float16 compute with dynamic loss scaling
+)
+
+// ParsePrecision reads "fp32", "bf16" or "fp16".
+func ParsePrecision(s string) (Precision, error) {
+	switch p := Precision(s); p {
+	case FP32, BF16, FP16:
+		return p, nil
+	case "":
+		return FP32, nil
+	}
+	return "", fmt.Errorf("train: precision %q: want fp32, bf16 or fp16", s)
+}
+
+func (p Precision) dtype() dtypes.DType {
+	switch p {
+	case BF16:
+		return dtypes.BFloat16
+	case FP16:
+		return dtypes.Float16
+	}
+	return dtypes.Float32
+}
+
+// Dynamic loss scaling for fp16 (as in PyTorch's GradScaler): the loss is
+// multiplied by the scale before the backward pass; a step whose gradients
+// overflow is skipped and halves the scale; GrowthInterval good steps in a
+// row double it. All of it happens on the device: no host sync decides a
+// skip.
+const (
+	InitLossScale  = 65536
+	GrowthInterval = 2000
+)
+
+// State is the trainable state, resident on the backend's device between
+// steps: parameters, optimizer moments (M: Adam's first moment or SGD's
+// velocity; V: Adam's second moment), the loss-scaling state and, with
+// gradient accumulation, the gradient sums.
 type State struct {
 	Params, M, V []*tensors.Tensor
-	Step         int64 // optimizer steps taken
+	// Amp is float32 [2]: (loss scale, good steps since the last change).
+	Amp *tensors.Tensor
+	// Acc are the gradient sums of the micro-batches since the last
+	// update, and AccOK is float32 [] (1 while all of them were finite).
+	Acc   []*tensors.Tensor
+	AccOK *tensors.Tensor
+	Step  int64 // optimizer steps taken
+	Micro int   // micro-batches accumulated towards the next step
 }
 
-// StepOut is what one step returns. Its tensors stay on the device: reading
-// them (Value) synchronises with the step, so the loop hands them to a
-// goroutine (see Watcher) instead of reading them itself.
+// StepOut is what one call of Step returns. Its tensors stay on the device:
+// reading them (Value) synchronises with the step, so the loop hands them
+// to a goroutine (see package guard) instead of reading them itself.
 type StepOut struct {
 	Step     int64
 	LR       float64         // learning rate the step used
 	Start    time.Time       // when the step was dispatched
-	Loss     *tensors.Tensor // float32 scalar
-	GradNorm *tensors.Tensor // float32 scalar, before clipping
-	Finite   *tensors.Tensor // float32 scalar, 1 when loss and gradients are finite
+	Applied  bool            // false for a micro-batch that only accumulated
+	Loss     *tensors.Tensor // float32 scalar (unscaled)
+	GradNorm *tensors.Tensor // float32 scalar, before clipping (this micro-batch's, when accumulating)
+	// Finite is float32 scalar: 1 unless the loss, or (except in fp16,
+	// where overflow is routine and handled by loss scaling) the gradients,
+	// are NaN or Inf. The guard stops on 0.
+	Finite *tensors.Tensor
 	// ParamFinite is float32 [len(params)]: 1 where that parameter's
 	// gradient is finite, to name the layer that went bad first.
 	ParamFinite *tensors.Tensor
+	// Skipped is float32 scalar: 1 when the update was skipped (non-finite
+	// gradients, e.g. an fp16 overflow). Nil for accumulate-only calls.
+	Skipped *tensors.Tensor
 }
 
 // Stepper runs the compiled train step of a model.
 type Stepper struct {
-	backend compute.Backend
-	model   model.Model
-	opt     Optimizer
-	exec    *Exec
-	pred    *Exec
-	nParams int
-	hyper   []float32
+	backend   compute.Backend
+	model     model.Model
+	opt       Optimizer
+	precision Precision
+	accum     int
+	exec      *Exec // fused step (accum == 1)
+	accExec   *Exec // accumulate one micro-batch
+	applyExec *Exec // apply the accumulated update
+	pred      *Exec
+	nParams   int
 }
 
-// NewStepper compiles (lazily, on the first call) the train and predict
-// graphs of m on backend.
+// NewStepper returns a Stepper for m on backend, in fp32 without gradient
+// accumulation; the graphs compile on first use.
 func NewStepper(backend compute.Backend, m model.Model, opt Optimizer) *Stepper {
-	s := &Stepper{backend: backend, model: m, opt: opt, nParams: len(m.Params()), hyper: make([]float32, 3)}
-	s.exec = MustNewExec(backend, s.graph).WithName("train_step")
+	if opt.Name == "" {
+		opt.Name = "adam"
+	}
+	s := &Stepper{backend: backend, model: m, opt: opt, precision: FP32, accum: 1, nParams: len(m.Params())}
+	s.exec = MustNewExec(backend, s.fusedGraph).WithName("train_step")
+	s.accExec = MustNewExec(backend, s.accumulateGraph).WithName("accumulate")
+	s.applyExec = MustNewExec(backend, s.applyGraph).WithName("apply")
 	s.pred = MustNewExec(backend, s.predictGraph).WithName("predict")
 	return s
 }
 
-// NewState initialises parameters from seed and zero moments.
+// WithPrecision sets the compute precision (before the first step).
+func (s *Stepper) WithPrecision(p Precision) *Stepper {
+	s.precision = p
+	return s
+}
+
+// WithAccumulation makes every k calls of Step one optimizer update on the
+// mean gradient of k micro-batches (before the first step).
+func (s *Stepper) WithAccumulation(k int) *Stepper {
+	s.accum = max(1, k)
+	return s
+}
+
+// Precision returns the compute precision.
+func (s *Stepper) Precision() Precision { return s.precision }
+
+// NewState initialises parameters from seed, zero optimizer state, the
+// initial loss scale and, with accumulation, zero gradient sums.
 func (s *Stepper) NewState(seed uint64) *State {
 	st := &State{Params: s.model.Init(seed)}
 	for _, p := range st.Params {
 		st.M = append(st.M, tensors.FromShape(p.Shape()))
 		st.V = append(st.V, tensors.FromShape(p.Shape()))
 	}
+	s.fillAux(st)
 	return st
 }
 
-// graph: inputs are params, m, v (n each), hyper [3] = (lr, 1-β1^t, 1-β2^t),
-// mean, std, x, y. Outputs: params, m, v, loss, grad norm, finite.
-func (s *Stepper) graph(in []*Node) []*Node {
-	n := s.nParams
-	ps, ms, vs := in[:n], in[n:2*n], in[2*n:3*n]
-	hyper, mean, std, x, y := in[3*n], in[3*n+1], in[3*n+2], in[3*n+3], in[3*n+4]
-	g := x.Graph()
-	logits := s.model.Forward(ps, mean, std, x)
-	loss := model.CrossEntropy(logits, y)
-	grads := Gradient(loss, ps...)
+// fillAux adds the loss-scale and accumulation state a State lacks.
+func (s *Stepper) fillAux(st *State) {
+	if st.Amp == nil {
+		st.Amp = tensors.FromFlatDataAndDimensions([]float32{InitLossScale, 0}, 2)
+	}
+	if s.accum > 1 && st.Acc == nil {
+		for _, p := range st.Params {
+			st.Acc = append(st.Acc, tensors.FromShape(p.Shape()))
+		}
+		st.AccOK = tensors.FromScalar(float32(1))
+	}
+}
 
+// forwardBackward computes the loss and the unscaled float32 gradients of
+// the master weights ps, running the model in the compute precision.
+func (s *Stepper) forwardBackward(ps []*Node, amp, mean, std, x, y *Node) (loss *Node, grads []*Node, lossOK, gradsOK, gnorm, perParam *Node) {
+	dt := s.precision.dtype()
+	cps, cmean, cstd, cx := ps, mean, std, x
+	if dt != dtypes.Float32 {
+		cps = make([]*Node, len(ps))
+		for i, p := range ps {
+			cps[i] = ConvertDType(p, dt)
+		}
+		cmean, cstd, cx = ConvertDType(mean, dt), ConvertDType(std, dt), ConvertDType(x, dt)
+	}
+	logits := ConvertDType(s.model.Forward(cps, cmean, cstd, cx), dtypes.Float32)
+	loss = model.CrossEntropy(logits, y)
+	if s.precision == FP16 {
+		scale := Reshape(Slice(amp, AxisElem(0)))
+		grads = Gradient(Mul(loss, scale), ps...)
+		inv := Inverse(scale)
+		for i := range grads {
+			grads[i] = Mul(grads[i], inv)
+		}
+	} else {
+		grads = Gradient(loss, ps...)
+	}
 	var sq *Node
-	perParam := make([]*Node, len(grads))
+	pp := make([]*Node, len(grads))
 	for i, gr := range grads {
 		t := ReduceAllSum(Square(gr))
-		perParam[i] = ConvertDType(IsFinite(t), dtypes.Float32)
+		pp[i] = ConvertDType(IsFinite(t), dtypes.Float32)
 		if sq == nil {
 			sq = t
 		} else {
 			sq = Add(sq, t)
 		}
 	}
-	gnorm := Sqrt(sq)
-	finite := LogicalAnd(IsFinite(loss), IsFinite(gnorm))
+	gnorm = Sqrt(sq)
+	return loss, grads, IsFinite(loss), IsFinite(gnorm), gnorm, Stack(pp, 0)
+}
+
+// guardFlag is what StepOut.Finite reports.
+func (s *Stepper) guardFlag(lossOK, gradsOK *Node) *Node {
+	if s.precision == FP16 {
+		return ConvertDType(lossOK, dtypes.Float32)
+	}
+	return ConvertDType(LogicalAnd(lossOK, gradsOK), dtypes.Float32)
+}
+
+// update applies clipping and the optimizer to grads when ok, and advances
+// the loss scale. It returns new params, m, v, the new amp state and the
+// gradient norm.
+func (s *Stepper) update(ps, ms, vs, grads []*Node, hyper, amp, ok *Node) (np, nm, nv []*Node, namp, gnorm *Node) {
+	g := hyper.Graph()
+	var sq *Node
+	for _, gr := range grads {
+		t := ReduceAllSum(Square(gr))
+		if sq == nil {
+			sq = t
+		} else {
+			sq = Add(sq, t)
+		}
+	}
+	gnorm = Sqrt(sq)
 	scale := Const(g, float32(1))
 	if s.opt.ClipNorm > 0 {
-		clip := Const(g, float32(s.opt.ClipNorm))
-		scale = Min(scale, Div(clip, Add(gnorm, Const(g, float32(1e-6)))))
+		scale = Min(scale, Div(Const(g, float32(s.opt.ClipNorm)), Add(gnorm, Const(g, float32(1e-6)))))
 	}
-	lr := Slice(hyper, AxisElem(0))
-	lr = Reshape(lr)
+	lr := Reshape(Slice(hyper, AxisElem(0)))
 	bc1 := Reshape(Slice(hyper, AxisElem(1)))
 	bc2 := Reshape(Slice(hyper, AxisElem(2)))
-	b1, b2 := float32(s.opt.Beta1), float32(s.opt.Beta2)
-	eps := Const(g, float32(s.opt.Eps))
-	outs := make([]*Node, 0, 3*n+3)
-	newP := make([]*Node, n)
-	newM := make([]*Node, n)
-	newV := make([]*Node, n)
+	np, nm, nv = make([]*Node, len(ps)), make([]*Node, len(ps)), make([]*Node, len(ps))
 	for i := range ps {
 		gr := Mul(grads[i], scale)
-		m := Add(MulScalar(ms[i], b1), MulScalar(gr, 1-b1))
-		v := Add(MulScalar(vs[i], b2), MulScalar(Square(gr), 1-b2))
-		upd := Div(Div(m, bc1), Add(Sqrt(Div(v, bc2)), eps))
-		if s.opt.WeightDecay > 0 {
-			upd = Add(upd, MulScalar(ps[i], float32(s.opt.WeightDecay)))
+		var p, m, v *Node
+		if s.opt.sgd() {
+			mu := float32(s.opt.Momentum)
+			m = Add(MulScalar(ms[i], mu), gr)
+			step := m
+			if s.opt.Nesterov {
+				step = Add(gr, MulScalar(m, mu))
+			}
+			if s.opt.WeightDecay > 0 {
+				step = Add(step, MulScalar(ps[i], float32(s.opt.WeightDecay)))
+			}
+			p, v = Sub(ps[i], Mul(lr, step)), vs[i]
+		} else {
+			b1, b2 := float32(s.opt.Beta1), float32(s.opt.Beta2)
+			m = Add(MulScalar(ms[i], b1), MulScalar(gr, 1-b1))
+			v = Add(MulScalar(vs[i], b2), MulScalar(Square(gr), 1-b2))
+			upd := Div(Div(m, bc1), Add(Sqrt(Div(v, bc2)), Const(g, float32(s.opt.Eps))))
+			if s.opt.WeightDecay > 0 {
+				upd = Add(upd, MulScalar(ps[i], float32(s.opt.WeightDecay)))
+			}
+			p = Sub(ps[i], Mul(lr, upd))
 		}
-		p := Sub(ps[i], Mul(lr, upd))
-		// A non-finite step changes nothing: the state stays the last good one.
-		newP[i] = Where(finite, p, ps[i])
-		newM[i] = Where(finite, m, ms[i])
-		newV[i] = Where(finite, v, vs[i])
+		// A skipped step changes nothing: the state stays the last good one.
+		np[i], nm[i], nv[i] = Where(ok, p, ps[i]), Where(ok, m, ms[i]), Where(ok, v, vs[i])
 	}
-	outs = append(outs, newP...)
-	outs = append(outs, newM...)
-	outs = append(outs, newV...)
-	return append(outs, loss, gnorm, ConvertDType(finite, dtypes.Float32), Stack(perParam, 0))
+	namp = amp
+	if s.precision == FP16 {
+		ls, good := Reshape(Slice(amp, AxisElem(0))), Reshape(Slice(amp, AxisElem(1)))
+		good1 := AddScalar(good, 1)
+		grow := GreaterOrEqual(good1, Const(g, float32(GrowthInterval)))
+		newScale := Where(ok, Where(grow, MulScalar(ls, 2), ls), MulScalar(ls, 0.5))
+		newGood := Where(ok, Where(grow, ZerosLike(good), good1), ZerosLike(good))
+		namp = Concatenate([]*Node{Reshape(newScale, 1), Reshape(newGood, 1)}, 0)
+	}
+	return np, nm, nv, namp, gnorm
+}
+
+// fusedGraph inputs: params, m, v (n each), hyper [3] = (lr, 1-β1^t,
+// 1-β2^t), amp, mean, std, x, y. Outputs: params, m, v, amp, loss, grad
+// norm, finite, per-parameter finite, skipped.
+func (s *Stepper) fusedGraph(in []*Node) []*Node {
+	n := s.nParams
+	ps, ms, vs := in[:n], in[n:2*n], in[2*n:3*n]
+	hyper, amp, mean, std, x, y := in[3*n], in[3*n+1], in[3*n+2], in[3*n+3], in[3*n+4], in[3*n+5]
+	loss, grads, lossOK, gradsOK, gnorm, perParam := s.forwardBackward(ps, amp, mean, std, x, y)
+	ok := LogicalAnd(lossOK, gradsOK)
+	np, nm, nv, namp, _ := s.update(ps, ms, vs, grads, hyper, amp, ok)
+	outs := append(append(append(make([]*Node, 0, 3*n+6), np...), nm...), nv...)
+	return append(outs, namp, loss, gnorm, s.guardFlag(lossOK, gradsOK), perParam, ConvertDType(LogicalNot(ok), dtypes.Float32))
+}
+
+// accumulateGraph inputs: params, acc (n each), accOK, amp, mean, std, x,
+// y. Outputs: acc, accOK, loss, grad norm, finite, per-parameter finite.
+func (s *Stepper) accumulateGraph(in []*Node) []*Node {
+	n := s.nParams
+	ps, acc := in[:n], in[n:2*n]
+	accOK, amp, mean, std, x, y := in[2*n], in[2*n+1], in[2*n+2], in[2*n+3], in[2*n+4], in[2*n+5]
+	loss, grads, lossOK, gradsOK, gnorm, perParam := s.forwardBackward(ps, amp, mean, std, x, y)
+	ok := LogicalAnd(lossOK, gradsOK)
+	outs := make([]*Node, 0, n+5)
+	for i := range acc {
+		// Keep the sums finite: a bad micro-batch already voids the step.
+		outs = append(outs, Add(acc[i], Where(ok, grads[i], ZerosLike(grads[i]))))
+	}
+	nok := Mul(accOK, ConvertDType(ok, dtypes.Float32))
+	return append(outs, nok, loss, gnorm, s.guardFlag(lossOK, gradsOK), perParam)
+}
+
+// applyGraph inputs: params, m, v, acc (n each), accOK, hyper, amp.
+// Outputs: params, m, v, zeroed acc, accOK reset, amp, grad norm, skipped.
+func (s *Stepper) applyGraph(in []*Node) []*Node {
+	n := s.nParams
+	ps, ms, vs, acc := in[:n], in[n:2*n], in[2*n:3*n], in[3*n:4*n]
+	accOK, hyper, amp := in[4*n], in[4*n+1], in[4*n+2]
+	grads := make([]*Node, n)
+	for i := range acc {
+		grads[i] = MulScalar(acc[i], 1/float32(s.accum))
+	}
+	ok := GreaterOrEqual(accOK, ScalarOne(accOK.Graph(), dtypes.Float32))
+	np, nm, nv, namp, gnorm := s.update(ps, ms, vs, grads, hyper, amp, ok)
+	outs := append(append(append(make([]*Node, 0, 4*n+4), np...), nm...), nv...)
+	for i := range acc {
+		outs = append(outs, ZerosLike(acc[i]))
+	}
+	return append(outs, OnesLike(accOK), namp, gnorm, ConvertDType(LogicalNot(ok), dtypes.Float32))
 }
 
 func (s *Stepper) predictGraph(in []*Node) *Node {
@@ -147,42 +365,111 @@ func (s *Stepper) predictGraph(in []*Node) *Node {
 	return s.model.Forward(in[:n], in[n], in[n+1], in[n+2])
 }
 
-// Step runs one optimizer step on batch (x, y) with learning rate lr,
+func (s *Stepper) donate(args []any, step int64, ts ...*tensors.Tensor) ([]any, error) {
+	for _, t := range ts {
+		d, err := DonateTensorBuffer(t, s.backend, 0)
+		if err != nil {
+			return nil, fmt.Errorf("train: step %d: donating state: %w", step, err)
+		}
+		args = append(args, d)
+	}
+	return args, nil
+}
+
+func (s *Stepper) hyper(st *State, lr float64) *tensors.Tensor {
+	t := float64(st.Step + 1)
+	return tensors.FromFlatDataAndDimensions([]float32{
+		float32(lr), float32(1 - math.Pow(s.opt.Beta1, t)), float32(1 - math.Pow(s.opt.Beta2, t)),
+	}, 3)
+}
+
+// Step runs one training step on batch (x, y) with learning rate lr,
 // replacing st's tensors by the updated ones (their buffers are donated).
-// It does not wait for the device.
+// With accumulation over k micro-batches, k calls make one update: the
+// first k-1 only accumulate (StepOut.Applied false). It does not wait for
+// the device.
 func (s *Stepper) Step(st *State, lr float64, mean, std, x, y *tensors.Tensor) (StepOut, error) {
 	start := time.Now()
 	n := s.nParams
-	t := float64(st.Step + 1)
-	hyper := tensors.FromFlatDataAndDimensions([]float32{
-		float32(lr),
-		float32(1 - math.Pow(s.opt.Beta1, t)),
-		float32(1 - math.Pow(s.opt.Beta2, t)),
-	}, 3)
-	args := make([]any, 0, 3*n+5)
-	for _, group := range [][]*tensors.Tensor{st.Params, st.M, st.V} {
-		for _, p := range group {
-			d, err := DonateTensorBuffer(p, s.backend, 0)
-			if err != nil {
-				return StepOut{}, fmt.Errorf("train: step %d: donating state: %w", st.Step, err)
-			}
-			args = append(args, d)
+	s.fillAux(st)
+	if s.accum == 1 {
+		args, err := s.donate(make([]any, 0, 3*n+6), st.Step, concat(st.Params, st.M, st.V, []*tensors.Tensor{st.Amp})...)
+		if err != nil {
+			return StepOut{}, err
 		}
+		// Amp went in last among the donated: move it after hyper.
+		amp := args[len(args)-1]
+		args = append(args[:len(args)-1], s.hyper(st, lr), amp, mean, std, x, y)
+		outs, err := s.exec.Call(args...)
+		if err != nil {
+			return StepOut{}, fmt.Errorf("train: step %d: %w", st.Step, err)
+		}
+		copy(st.Params, outs[:n])
+		copy(st.M, outs[n:2*n])
+		copy(st.V, outs[2*n:3*n])
+		st.Amp = outs[3*n]
+		out := StepOut{Step: st.Step, LR: lr, Start: start, Applied: true, Loss: outs[3*n+1], GradNorm: outs[3*n+2],
+			Finite: outs[3*n+3], ParamFinite: outs[3*n+4], Skipped: outs[3*n+5]}
+		st.Step++
+		return out, nil
 	}
-	args = append(args, hyper, mean, std, x, y)
-	outs, err := s.exec.Call(args...)
+
+	// Accumulate this micro-batch.
+	args := make([]any, 0, 2*n+6)
+	for _, p := range st.Params {
+		args = append(args, p)
+	}
+	args, err := s.donate(args, st.Step, append(append([]*tensors.Tensor{}, st.Acc...), st.AccOK)...)
 	if err != nil {
-		return StepOut{}, fmt.Errorf("train: step %d: %w", st.Step, err)
+		return StepOut{}, err
+	}
+	args = append(args, st.Amp, mean, std, x, y)
+	outs, err := s.accExec.Call(args...)
+	if err != nil {
+		return StepOut{}, fmt.Errorf("train: step %d micro-batch %d: %w", st.Step, st.Micro, err)
+	}
+	copy(st.Acc, outs[:n])
+	st.AccOK = outs[n]
+	out := StepOut{Step: st.Step, LR: lr, Start: start, Loss: outs[n+1], GradNorm: outs[n+2], Finite: outs[n+3], ParamFinite: outs[n+4]}
+	st.Micro++
+	if st.Micro < s.accum {
+		return out, nil
+	}
+	// Apply the mean gradient.
+	args, err = s.donate(make([]any, 0, 4*n+3), st.Step, concat(st.Params, st.M, st.V, st.Acc, []*tensors.Tensor{st.AccOK})...)
+	if err != nil {
+		return StepOut{}, err
+	}
+	ampArg, err := s.donate(nil, st.Step, st.Amp)
+	if err != nil {
+		return StepOut{}, err
+	}
+	args = append(args, s.hyper(st, lr), ampArg[0])
+	outs, err = s.applyExec.Call(args...)
+	if err != nil {
+		return StepOut{}, fmt.Errorf("train: step %d: apply: %w", st.Step, err)
 	}
 	copy(st.Params, outs[:n])
 	copy(st.M, outs[n:2*n])
 	copy(st.V, outs[2*n:3*n])
-	out := StepOut{Step: st.Step, LR: lr, Start: start, Loss: outs[3*n], GradNorm: outs[3*n+1], Finite: outs[3*n+2], ParamFinite: outs[3*n+3]}
+	copy(st.Acc, outs[3*n:4*n])
+	st.AccOK, st.Amp = outs[4*n], outs[4*n+1]
+	out.Applied, out.Skipped = true, outs[4*n+3]
+	st.Micro = 0
 	st.Step++
 	return out, nil
 }
 
-// Predict returns the logits [B, C] of x.
+func concat(groups ...[]*tensors.Tensor) []*tensors.Tensor {
+	var out []*tensors.Tensor
+	for _, g := range groups {
+		out = append(out, g...)
+	}
+	return out
+}
+
+// Predict returns the logits [B, C] of x, computed in float32 from the
+// master weights.
 func (s *Stepper) Predict(st *State, mean, std, x *tensors.Tensor) (*tensors.Tensor, error) {
 	args := make([]any, 0, s.nParams+3)
 	for _, p := range st.Params {

@@ -48,16 +48,22 @@ type ModelConfig struct {
 
 // TrainConfig sets the loop.
 type TrainConfig struct {
-	Steps           int             `toml:"steps" json:"steps"`
-	BatchSize       int             `toml:"batch_size" json:"batch_size"`
-	LR              float64         `toml:"lr" json:"lr"`
-	Schedule        string          `toml:"schedule" json:"schedule"`
-	Optimizer       train.Optimizer `toml:"optimizer" json:"optimizer"`
-	EvalEvery       int             `toml:"eval_every" json:"eval_every"`
-	CheckpointEvery int             `toml:"checkpoint_every" json:"checkpoint_every"`
-	KeepCheckpoints int             `toml:"keep_checkpoints" json:"keep_checkpoints"`
-	Prefetch        int             `toml:"prefetch" json:"prefetch"`
-	GuardLag        int             `toml:"guard_lag" json:"guard_lag"`
+	Steps     int             `toml:"steps" json:"steps"`
+	BatchSize int             `toml:"batch_size" json:"batch_size"`
+	LR        float64         `toml:"lr" json:"lr"`
+	Schedule  string          `toml:"schedule" json:"schedule"`
+	Optimizer train.Optimizer `toml:"optimizer" json:"optimizer"`
+	// Precision is the compute precision: fp32, bf16 or fp16 (fp32 master
+	// weights; fp16 with dynamic loss scaling).
+	Precision string `toml:"precision" json:"precision"`
+	// Accumulate is the number of micro-batches of BatchSize per optimizer
+	// step (gradient accumulation).
+	Accumulate      int `toml:"accumulate" json:"accumulate"`
+	EvalEvery       int `toml:"eval_every" json:"eval_every"`
+	CheckpointEvery int `toml:"checkpoint_every" json:"checkpoint_every"`
+	KeepCheckpoints int `toml:"keep_checkpoints" json:"keep_checkpoints"`
+	Prefetch        int `toml:"prefetch" json:"prefetch"`
+	GuardLag        int `toml:"guard_lag" json:"guard_lag"`
 	// OnNonFinite is what a NaN/Inf in the loss or gradients does: "stop"
 	// the run, "skip" the update and go on, or "rollback" to the last
 	// checkpoint with the learning rate times RollbackLRFactor.
@@ -90,6 +96,8 @@ func DefaultConfig() Config {
 			LR:               2e-3,
 			Schedule:         "onecycle",
 			Optimizer:        train.DefaultOptimizer(),
+			Precision:        "fp32",
+			Accumulate:       1,
 			EvalEvery:        2000,
 			CheckpointEvery:  2000,
 			KeepCheckpoints:  2,
@@ -125,6 +133,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: train.batch_size = %d, want >= 1", t.BatchSize)
 	case t.LR <= 0:
 		return fmt.Errorf("config: train.lr = %g, want > 0", t.LR)
+	case t.Accumulate < 1:
+		return fmt.Errorf("config: train.accumulate = %d, want >= 1", t.Accumulate)
 	case t.OnNonFinite != "stop" && t.OnNonFinite != "skip" && t.OnNonFinite != "rollback":
 		return fmt.Errorf("config: train.on_nonfinite = %q: want stop, skip or rollback", t.OnNonFinite)
 	case t.OnNonFinite == "rollback" && (t.RollbackLRFactor <= 0 || t.RollbackLRFactor > 1):
@@ -136,6 +146,12 @@ func (c *Config) Validate() error {
 		if h < 1 {
 			return fmt.Errorf("config: model.hidden = %v: sizes must be >= 1", c.Model.Hidden)
 		}
+	}
+	if _, err := train.ParsePrecision(t.Precision); err != nil {
+		return fmt.Errorf("config: train.precision: %w", err)
+	}
+	if err := t.Optimizer.Validate(); err != nil {
+		return fmt.Errorf("config: train.optimizer: %w", err)
 	}
 	if _, err := train.ParseSchedule(t.Schedule, t.LR, int64(t.Steps)); err != nil {
 		return fmt.Errorf("config: train.schedule: %w", err)
@@ -200,6 +216,11 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Train.Steps, "steps", c.Train.Steps, "optimizer steps")
 	fs.IntVar(&c.Train.BatchSize, "batch-size", c.Train.BatchSize, "samples per step")
 	fs.Float64Var(&c.Train.LR, "lr", c.Train.LR, "peak learning rate")
+	fs.StringVar(&c.Train.Precision, "precision", c.Train.Precision, "compute precision: fp32, bf16 or fp16 (fp32 master weights)")
+	fs.IntVar(&c.Train.Accumulate, "accumulate", c.Train.Accumulate, "micro-batches per optimizer step (gradient accumulation)")
+	fs.StringVar(&c.Train.Optimizer.Name, "optimizer", c.Train.Optimizer.Name, "adam, adamw or sgd")
+	fs.Float64Var(&c.Train.Optimizer.WeightDecay, "weight-decay", c.Train.Optimizer.WeightDecay, "decoupled weight decay")
+	fs.Float64Var(&c.Train.Optimizer.ClipNorm, "clip-norm", c.Train.Optimizer.ClipNorm, "global gradient-norm clip (0: off)")
 	fs.StringVar(&c.Train.Schedule, "schedule", c.Train.Schedule, "onecycle, cosine or constant")
 	fs.IntVar(&c.Train.EvalEvery, "eval-every", c.Train.EvalEvery, "steps between validation passes (0: only at the end)")
 	fs.IntVar(&c.Train.CheckpointEvery, "checkpoint-every", c.Train.CheckpointEvery, "steps between checkpoints (0: only at the end)")

@@ -256,8 +256,10 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	if err != nil {
 		return res, err
 	}
-	fmt.Fprintf(out, "model    mlp %v, %d parameters\n", m.Layers, model.Count(m.Params()))
-	stepper := train.NewStepper(backend, m, cfg.Train.Optimizer)
+	fmt.Fprintf(out, "model    mlp %v, %d parameters; %s, %s, batch %d×%d\n", m.Layers, model.Count(m.Params()),
+		cfg.Train.Optimizer.Name, cfg.Train.Precision, cfg.Train.BatchSize, cfg.Train.Accumulate)
+	prec, _ := train.ParsePrecision(cfg.Train.Precision)
+	stepper := train.NewStepper(backend, m, cfg.Train.Optimizer).WithPrecision(prec).WithAccumulation(cfg.Train.Accumulate)
 	st := stepper.NewState(cfg.Seed)
 	mean := tensors.FromFlatDataAndDimensions(norm.Mean, feature.Count)
 	std := tensors.FromFlatDataAndDimensions(norm.Std, feature.Count)
@@ -336,8 +338,8 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	bar, logLines := newProgress(opt.quiet, stderr, cfg.Train.Steps)
 	eval := &train.Evaluator{W: win, Refs: split.Val, BatchSize: 1024, Classes: len(feature.ClassNames)}
 	ckptDir := filepath.Join(dir, "checkpoints")
-	samplesPerStep := cfg.Train.BatchSize
-	eventsPerStep := cfg.Train.BatchSize * cfg.Data.Window
+	samplesPerStep := cfg.Train.BatchSize * cfg.Train.Accumulate
+	eventsPerStep := samplesPerStep * cfg.Data.Window
 	var lastCkpt string
 	lrScale := 1.0
 	trainStart := time.Now()
@@ -349,26 +351,30 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 			rec.BeginStep(step)
 		}
 		t := stamp(rec)
-		b, err := loader.Next(ctx)
-		if err != nil {
-			return res, fmt.Errorf("train: step %d: %w", step, err)
-		}
-		t = end(rec, profile.Data, t)
+		var state batch.SamplerState
 		lr := sched.LR(step) * lrScale
-		outp, err := stepper.Step(st, lr, mean, std, b.X, b.Y)
-		if err != nil {
-			return res, err
+		// One optimizer step: Accumulate micro-batches (usually one).
+		for micro := 0; micro < cfg.Train.Accumulate; micro++ {
+			b, err := loader.Next(ctx)
+			if err != nil {
+				return res, fmt.Errorf("train: step %d: %w", step, err)
+			}
+			t = end(rec, profile.Data, t)
+			outp, err := stepper.Step(st, lr, mean, std, b.X, b.Y)
+			if err != nil {
+				return res, err
+			}
+			if step == 0 && micro == 0 && rec != nil {
+				// The first call compiles the graph: charge it to compilation.
+				rec.Compile(time.Duration(rec.Start()-t), "train_step")
+				t = rec.Start()
+			} else {
+				t = end(rec, profile.Dispatch, t)
+			}
+			watcher.Observe(outp, b.Index)
+			state = b.State
+			loader.Release(b)
 		}
-		if step == 0 && rec != nil {
-			// The first call compiles the graph: charge it to compilation.
-			rec.Compile(time.Duration(rec.Start()-t), "train_step")
-			t = rec.Start()
-		} else {
-			t = end(rec, profile.Dispatch, t)
-		}
-		watcher.Observe(outp, b.Index)
-		state := b.State
-		loader.Release(b)
 
 		if gerr := watcher.Err(); gerr != nil {
 			var nf *guard.NonFiniteError

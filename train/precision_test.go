@@ -1,0 +1,159 @@
+package train
+
+import (
+	"math"
+	"testing"
+
+	"github.com/gomlx/compute/gobackend"
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// overfit trains one fixed batch and returns the first and last loss.
+func overfit(t *testing.T, f *fixture, s *Stepper, steps int, lr float64) (float32, float32, *State) {
+	st := s.NewState(1)
+	x := tensors.FromShape(shapeF32(64, f.w.SampleSize()))
+	y := make([]int32, 64)
+	x.MutableFlatData(func(fl any) { f.w.Gather(f.refs[:64], fl.([]float32), y) })
+	yt := tensors.FromFlatDataAndDimensions(y, 64)
+	var first, last float32
+	for i := 0; i < steps; i++ {
+		out, err := s.Step(st, lr, f.mean, f.std, x, yt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := out.Loss.Value().(float32)
+		if i == 0 {
+			first = l
+		}
+		last = l
+	}
+	return first, last, st
+}
+
+func TestMixedPrecisionTrains(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gobackend.New("")
+	for _, p := range []Precision{BF16, FP16} {
+		s := NewStepper(be, f.m, DefaultOptimizer()).WithPrecision(p)
+		first, last, st := overfit(t, f, s, 60, 3e-3)
+		if !(last < first*0.6) || math.IsNaN(float64(last)) {
+			t.Errorf("%s: loss %v → %v", p, first, last)
+		}
+		// Master weights stay float32.
+		if dt := st.Params[0].DType().String(); dt != "Float32" {
+			t.Errorf("%s: master weights are %s", p, dt)
+		}
+	}
+}
+
+// TestFP16OverflowSkipsAndRescales starts fp16 at a loss scale that makes
+// the scaled gradients overflow: those steps are skipped on the device (the
+// weights do not change), the scale halves each time, the guard flag stays
+// 1 (an overflow is not a NaN in the model), and training then proceeds.
+func TestFP16OverflowSkipsAndRescales(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gobackend.New("")
+	s := NewStepper(be, f.m, DefaultOptimizer()).WithPrecision(FP16)
+	st := s.NewState(1)
+	st.Amp = tensors.FromFlatDataAndDimensions([]float32{1e30, 0}, 2)
+	before := tensors.MustCopyFlatData[float32](st.Params[0])
+	x := tensors.FromShape(shapeF32(32, f.w.SampleSize()))
+	y := make([]int32, 32)
+	x.MutableFlatData(func(fl any) { f.w.Gather(f.refs[:32], fl.([]float32), y) })
+	yt := tensors.FromFlatDataAndDimensions(y, 32)
+	out, err := s.Step(st, 1e-3, f.mean, f.std, x, yt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Skipped.Value().(float32) != 1 || out.Finite.Value().(float32) != 1 {
+		t.Fatalf("overflow: skipped %v finite %v", out.Skipped.Value(), out.Finite.Value())
+	}
+	after := tensors.MustCopyFlatData[float32](st.Params[0])
+	for i := range before {
+		if before[i] != after[i] {
+			t.Fatal("a skipped step changed the weights")
+		}
+	}
+	amp := tensors.MustCopyFlatData[float32](st.Amp)
+	if amp[0] != 5e29 {
+		t.Fatalf("scale after overflow %v, want halved", amp[0])
+	}
+	skipped := 1
+	for i := 0; i < 200 && skipped < 200; i++ {
+		out, _ = s.Step(st, 1e-3, f.mean, f.std, x, yt)
+		if out.Skipped.Value().(float32) == 0 {
+			break
+		}
+		skipped++
+	}
+	if out.Skipped.Value().(float32) != 0 {
+		t.Fatal("scale never came down to a usable value")
+	}
+	t.Logf("%d skipped steps before the scale fit fp16", skipped)
+}
+
+// TestAccumulationEqualsLargeBatch: 4 micro-batches of 16 accumulate to the
+// same update as one batch of 64.
+func TestAccumulationEqualsLargeBatch(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gobackend.New("")
+	const B = 64
+	x := make([]float32, B*f.w.SampleSize())
+	y := make([]int32, B)
+	f.w.Gather(f.refs[100:100+B], x, y)
+	big := NewStepper(be, f.m, DefaultOptimizer())
+	sb := big.NewState(5)
+	if _, err := big.Step(sb, 1e-2, f.mean, f.std, tensors.FromFlatDataAndDimensions(x, B, f.w.SampleSize()), tensors.FromFlatDataAndDimensions(y, B)); err != nil {
+		t.Fatal(err)
+	}
+	acc := NewStepper(be, f.m, DefaultOptimizer()).WithAccumulation(4)
+	sa := acc.NewState(5)
+	n := f.w.SampleSize()
+	for k := 0; k < 4; k++ {
+		out, err := acc.Step(sa, 1e-2, f.mean, f.std, tensors.FromFlatDataAndDimensions(x[k*16*n:(k+1)*16*n], 16, n), tensors.FromFlatDataAndDimensions(y[k*16:(k+1)*16], 16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Applied != (k == 3) {
+			t.Fatalf("micro-batch %d applied=%v", k, out.Applied)
+		}
+	}
+	if sa.Step != 1 || sb.Step != 1 {
+		t.Fatalf("steps %d %d", sa.Step, sb.Step)
+	}
+	for i := range sb.Params {
+		a, b := tensors.MustCopyFlatData[float32](sa.Params[i]), tensors.MustCopyFlatData[float32](sb.Params[i])
+		for j := range a {
+			if math.Abs(float64(a[j]-b[j])) > 1e-5 {
+				t.Fatalf("param %d[%d]: accumulated %v, large batch %v", i, j, a[j], b[j])
+			}
+		}
+	}
+}
+
+func TestSGDMomentum(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gobackend.New("")
+	for _, nesterov := range []bool{false, true} {
+		opt := Optimizer{Name: "sgd", Momentum: 0.9, Nesterov: nesterov}
+		s := NewStepper(be, f.m, opt)
+		first, last, _ := overfit(t, f, s, 80, 0.05)
+		if !(last < first*0.6) {
+			t.Errorf("sgd nesterov=%v: loss %v → %v", nesterov, first, last)
+		}
+	}
+	if err := (Optimizer{Name: "lion"}).Validate(); err == nil {
+		t.Error("unknown optimizer accepted")
+	}
+}
+
+func TestParsePrecision(t *testing.T) {
+	for _, s := range []string{"fp32", "bf16", "fp16", ""} {
+		if _, err := ParsePrecision(s); err != nil {
+			t.Error(s, err)
+		}
+	}
+	if _, err := ParsePrecision("fp8"); err == nil {
+		t.Error("fp8 accepted")
+	}
+}
