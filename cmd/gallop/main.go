@@ -22,6 +22,8 @@ usage: gallop <command> [flags]
 
 commands:
   train         train a model end to end (default: the embedded market, CPU)
+  lr-find       sweep the learning rate, plot loss against it, suggest one
+  eval          evaluate a run's checkpoint on its validation split
   bench infer   latency of the exported model in the pure-Go engine
   profile       print the profile report and verdict of a run
   replay        re-run a recorded run and compare its curves step by step
@@ -53,6 +55,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "profile":
 		err = cmdProfile(args[1:], stdout, stderr)
+	case "lr-find":
+		err = cmdLRFind(ctx, args[1:], stdout, stderr)
+	case "eval":
+		err = cmdEval(ctx, args[1:], stdout, stderr)
 	case "replay":
 		err = cmdReplay(ctx, args[1:], stdout, stderr)
 	case "diff":

@@ -287,3 +287,42 @@ func TestInterruptedRunIsRecorded(t *testing.T) {
 		t.Fatalf("manifest after interrupt: %v %+v", lerr, m)
 	}
 }
+
+func TestLRFindReportAndEval(t *testing.T) {
+	c := tinyConfig(t)
+	var out bytes.Buffer
+	res, err := Train(context.Background(), c, trainOptions{quiet: true, out: &out, lrFind: true}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "lr-find  valley") {
+		t.Fatalf("no lr-find line:\n%s", out.String())
+	}
+	m, _ := manifest.Load(res.RunDir)
+	var rc Config
+	json.Unmarshal(m.Config, &rc)
+	if rc.Train.LR == DefaultConfig().Train.LR {
+		t.Errorf("the recorded config keeps the default lr, not the finder's")
+	}
+	page, err := os.ReadFile(filepath.Join(res.RunDir, "report.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"training loss", "learning-rate schedule", "learning-rate finder", "val_macro_f1", "<svg"} {
+		if !bytes.Contains(page, []byte(want)) {
+			t.Errorf("report.html lacks %q", want)
+		}
+	}
+	var eout bytes.Buffer
+	if code := run(context.Background(), []string{"eval", res.RunDir}, &eout, &eout); code != 0 {
+		t.Fatalf("eval exit %d:\n%s", code, eout.String())
+	}
+	// eval of the final checkpoint reproduces the run's final metrics.
+	if want := "macro-F1 " + strconv.FormatFloat(res.MacroF1, 'f', 4, 64); !strings.Contains(eout.String(), want) {
+		t.Fatalf("eval output lacks %q:\n%s", want, eout.String())
+	}
+	var lout bytes.Buffer
+	if code := run(context.Background(), []string{"lr-find", "--events", "20000", "--batch-size", "64", "--runs-dir", t.TempDir(), "--sweep", "60"}, &lout, &lout); code != 0 || !strings.Contains(lout.String(), "valley") {
+		t.Fatalf("lr-find exit %d:\n%s", code, lout.String())
+	}
+}

@@ -21,7 +21,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/gallop-dev/gallop/batch"
-	"github.com/gallop-dev/gallop/data/dataset"
 	"github.com/gallop-dev/gallop/data/feature"
 	"github.com/gallop-dev/gallop/device"
 	"github.com/gallop-dev/gallop/guard"
@@ -57,6 +56,8 @@ type trainOptions struct {
 	mutate func([]batch.Series)
 	// dataDelay slows every batch down (tests of the input-bound verdict).
 	dataDelay time.Duration
+	// lrFind runs the learning-rate finder first and trains at its valley.
+	lrFind bool
 }
 
 // maxRollbacks bounds on_nonfinite = "rollback": a fault that survives this
@@ -70,6 +71,7 @@ func cmdTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&o.configPath, "config", "", "TOML config file (see examples/run.toml)")
 		fs.StringVar(&o.plugin, "pjrt-plugin", "", "path of the XLA PJRT plugin for --device gpu (default: search)")
 		fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
+		fs.BoolVar(&o.lrFind, "lr-find", false, "run the learning-rate finder first and use its suggestion (valley) as --lr")
 		trainFlags(fs, c)
 	}
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
@@ -194,35 +196,28 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		if werr := man.Write(dir); werr != nil && err == nil {
 			err = werr
 		}
+		// Every run that got as far as training gets a report, failed ones too.
+		if fileExists(filepath.Join(dir, "metrics.jsonl")) {
+			if rerr := writeReport(dir); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
 	}()
 
 	// Data: simulator → book → features → labels → windows, split by time.
-	t0 := time.Now()
-	series, err := dataset.Simulated(cfg.Data.Sim, dataset.Labeling{Horizon: cfg.Data.Horizon, Theta: cfg.Data.Theta})
+	p, err := prepareData(cfg, opt.mutate)
 	if err != nil {
 		return res, err
 	}
-	if opt.mutate != nil {
-		opt.mutate(series)
-	}
-	win := &batch.Windows{Series: series, F: feature.Count, W: cfg.Data.Window}
-	split, err := batch.TimeSplit(series, cfg.Data.Window, cfg.Data.Horizon, cfg.Data.Embargo, cfg.Data.TrainFrac)
-	if err != nil {
-		return res, err
-	}
-	norm := batch.FitNormalizer(win, split.Train)
+	series, win, split, norm, events := p.series, p.win, p.split, p.norm, p.events
 	if norm.NonFinite > 0 {
 		fmt.Fprintf(stderr, "data     warning: %d non-finite feature values in the training rows (left out of the normalisation; the guard will stop on them)\n", norm.NonFinite)
-	}
-	events := 0
-	for _, s := range series {
-		events += s.Rows()
 	}
 	order := make([]int32, len(split.Train))
 	batch.NewSampler(len(split.Train), cfg.Seed, true).Next(order)
 	man.Data.Files = seriesFiles(series)
 	man.Data.SampleOrderSHA256 = manifest.HashSampleOrder(int32sToInts(order))
-	dataTime := time.Since(t0)
+	dataTime := p.took
 	fmt.Fprintf(out, "data     %d events from %d instruments → %d train / %d validation samples (%.1fs)\n",
 		events, len(series), len(split.Train), len(split.Val), dataTime.Seconds())
 	if opt.check != nil {
@@ -252,17 +247,27 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	}
 	fmt.Fprintf(out, "device   %s (%s)\n", dinfo.Spec, dinfo.Desc)
 
-	m, err := model.NewMLP(cfg.Data.Window, feature.Count, cfg.Model.Hidden, len(feature.ClassNames))
+	m, stepper, err := newModel(cfg, backend)
 	if err != nil {
 		return res, err
 	}
 	fmt.Fprintf(out, "model    mlp %v, %d parameters; %s, %s, batch %d×%d\n", m.Layers, model.Count(m.Params()),
 		cfg.Train.Optimizer.Name, cfg.Train.Precision, cfg.Train.BatchSize, cfg.Train.Accumulate)
-	prec, _ := train.ParsePrecision(cfg.Train.Precision)
-	stepper := train.NewStepper(backend, m, cfg.Train.Optimizer).WithPrecision(prec).WithAccumulation(cfg.Train.Accumulate)
+	if opt.lrFind {
+		t := time.Now()
+		r, err := lrFind(cfg, p, backend, 100)
+		if err != nil {
+			return res, err
+		}
+		if err := writeLRFind(dir, r); err != nil {
+			return res, err
+		}
+		cfg.Train.LR = r.Valley
+		man.SetConfig(cfg)
+		fmt.Fprintf(out, "lr-find  valley %s, steepest %s (%s, %.1fs): using %s\n", fmtLR(r.Valley), fmtLR(r.Steepest), r.Stopped, time.Since(t).Seconds(), fmtLR(r.Valley))
+	}
 	st := stepper.NewState(cfg.Seed)
-	mean := tensors.FromFlatDataAndDimensions(norm.Mean, feature.Count)
-	std := tensors.FromFlatDataAndDimensions(norm.Std, feature.Count)
+	mean, std := p.mean, p.std
 	sched, _ := train.ParseSchedule(cfg.Train.Schedule, cfg.Train.LR, int64(cfg.Train.Steps))
 
 	var rec *profile.Recorder
