@@ -145,3 +145,42 @@ func TestLoaderOrderReuseAndCancel(t *testing.T) {
 		t.Fatal("batch size 0 accepted")
 	}
 }
+
+func TestLoaderParallelGatherMatchesSerial(t *testing.T) {
+	series := synthetic(3000, 64)
+	w := &Windows{Series: series, F: 64, W: 8}
+	sp, _ := TimeSplit(series, 8, 1, 0, 0.9)
+	ctx := context.Background()
+	mk := func(workers int) *Loader {
+		ld, err := NewLoader(ctx, w, sp.Train, NewSampler(len(sp.Train), 3, true), LoaderConfig{BatchSize: 256, Prefetch: 2, Workers: workers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ld
+	}
+	a, b := mk(1), mk(4)
+	defer a.Close()
+	defer b.Close()
+	for i := 0; i < 10; i++ {
+		ba, _ := a.Next(ctx)
+		bb, _ := b.Next(ctx)
+		xa, xb := ba.X.Value().([][]float32), bb.X.Value().([][]float32)
+		for r := range xa {
+			if !slices.Equal(xa[r], xb[r]) {
+				t.Fatalf("batch %d row %d differs between 1 and 4 workers", i, r)
+			}
+		}
+		if !slices.Equal(ba.Y.Value().([]int32), bb.Y.Value().([]int32)) {
+			t.Fatal("labels differ")
+		}
+		a.Release(ba)
+		b.Release(bb)
+	}
+	allocs := testingAllocs(func() {
+		bb, _ := b.Next(ctx)
+		b.Release(bb)
+	})
+	if allocs > 0 {
+		t.Errorf("%.1f allocations per batch with 4 workers", allocs)
+	}
+}

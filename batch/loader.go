@@ -3,6 +3,7 @@ package batch
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -32,6 +33,9 @@ type Loader struct {
 	wg      sync.WaitGroup
 	backend compute.Backend
 	onBatch func(time.Time, time.Duration)
+	pool    *gatherPool
+	parts   int
+	done    sync.WaitGroup
 }
 
 // LoaderConfig configures NewLoader.
@@ -43,6 +47,10 @@ type LoaderConfig struct {
 	// n instead of happening inside it. Leave it nil for the CPU backend,
 	// which reads host memory directly.
 	Backend compute.Backend
+	// Workers is the number of goroutines that assemble one batch in
+	// parallel (default: 1 below 256 KiB per batch, else up to 4 or
+	// GOMAXPROCS).
+	Workers int
 	// OnBatch, if not nil, is called from the producer goroutine with the
 	// time it spent assembling each batch (for the profiler's trace).
 	OnBatch func(start time.Time, d time.Duration)
@@ -74,6 +82,16 @@ func NewLoader(ctx context.Context, w *Windows, refs []Ref, s *Sampler, cfg Load
 		}
 	}
 	l.backend, l.onBatch = cfg.Backend, cfg.OnBatch
+	workers := cfg.Workers
+	if workers <= 0 {
+		workers = 1
+		if cfg.BatchSize*n*4 >= 256<<10 {
+			workers = min(4, runtime.GOMAXPROCS(0))
+		}
+	}
+	if workers > 1 {
+		l.pool, l.parts = newGatherPool(workers), workers
+	}
 	l.wg.Add(1)
 	go l.run(ctx, w, refs, s)
 	return l, nil
@@ -81,6 +99,9 @@ func NewLoader(ctx context.Context, w *Windows, refs []Ref, s *Sampler, cfg Load
 
 func (l *Loader) run(ctx context.Context, w *Windows, refs []Ref, s *Sampler) {
 	defer l.wg.Done()
+	if l.pool != nil {
+		defer l.pool.close()
+	}
 	defer close(l.out)
 	for {
 		var b *Batch
@@ -98,7 +119,11 @@ func (l *Loader) run(ctx context.Context, w *Windows, refs []Ref, s *Sampler) {
 		var err error
 		if e := b.X.MutableFlatData(func(flat any) {
 			err = b.Y.MutableFlatData(func(fy any) {
-				w.Gather(b.refs, flat.([]float32), fy.([]int32))
+				if l.pool != nil {
+					l.pool.gather(w, b.refs, flat.([]float32), fy.([]int32), l.parts, &l.done)
+				} else {
+					w.Gather(b.refs, flat.([]float32), fy.([]int32))
+				}
 			})
 		}); e != nil || err != nil {
 			l.errc <- fmt.Errorf("batch: staging batch: %v %v", e, err)

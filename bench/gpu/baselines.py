@@ -11,6 +11,9 @@ p = argparse.ArgumentParser()
 p.add_argument("--layers", default="510,128,64,3")
 p.add_argument("--batch", type=int, default=256)
 p.add_argument("--steps", type=int, default=500)
+p.add_argument("--device", default="cuda", help="cuda or cpu")
+p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+p.add_argument("--only", default="", help="comma list: eager,compile,bf16-autocast,jax")
 a = p.parse_args()
 L = [int(x) for x in a.layers.split(",")]
 B = a.batch
@@ -23,7 +26,10 @@ def report(name, times, compile_s):
 
 def torch_runs():
     import torch
-    dev = "cuda"
+    dev = a.device
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     torch.manual_seed(0)
     x = torch.randn(B, L[0], device=dev)
     y = torch.randint(0, L[-1], (B,), device=dev)
@@ -34,13 +40,16 @@ def torch_runs():
             if i + 2 < len(L):
                 layers.append(torch.nn.ReLU())
         return torch.nn.Sequential(*layers).to(dev)
-    for mode in ["eager", "compile", "bf16-autocast"]:
+    modes = ["eager", "compile", "bf16-autocast"]
+    if a.only:
+        modes = [m for m in modes if m in a.only.split(",")]
+    for mode in modes:
         m = make()
         opt = torch.optim.Adam(m.parameters(), lr=1e-3)
         def step():
             opt.zero_grad(set_to_none=True)
             if mode == "bf16-autocast":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
+                with torch.autocast(dev, dtype=torch.bfloat16):
                     loss = torch.nn.functional.cross_entropy(m(x), y)
             else:
                 loss = torch.nn.functional.cross_entropy(m(x), y)
@@ -53,15 +62,15 @@ def torch_runs():
             f = torch.compile(step)
         for _ in range(20):
             f()
-        torch.cuda.synchronize()
+        sync()
         c = time.perf_counter() - t0
         times = []
         for _ in range(a.steps):
             t = time.perf_counter()
             f()
-            torch.cuda.synchronize()
+            sync()
             times.append(time.perf_counter() - t)
-        report("torch " + mode, times, c)
+        report(f"torch {mode} ({dev}{', %d threads' % torch.get_num_threads() if dev == 'cpu' else ''})", times, c)
 
 def jax_run():
     import jax, jax.numpy as jnp
@@ -104,7 +113,10 @@ def jax_run():
         times.append(time.perf_counter() - t)
     report("jax jit (adam)", times, c)
 
-for fn in (torch_runs, jax_run):
+runs = [torch_runs]
+if a.device == "cuda" and (not a.only or "jax" in a.only):
+    runs.append(jax_run)
+for fn in runs:
     try:
         fn()
     except Exception as e:
