@@ -22,6 +22,7 @@ usage: gallop <command> [flags]
 
 commands:
   train         train a model end to end (default: the embedded market, CPU)
+  data          ingest market-data files into a sharded dataset; inspect one
   lr-find       sweep the learning rate, plot loss against it, suggest one
   eval          evaluate a run's checkpoint on its validation split
   bench infer   latency of the exported model in the pure-Go engine
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "profile":
 		err = cmdProfile(args[1:], stdout, stderr)
+	case "data":
+		err = cmdData(ctx, args[1:], stdout, stderr)
 	case "lr-find":
 		err = cmdLRFind(ctx, args[1:], stdout, stderr)
 	case "eval":
