@@ -31,7 +31,8 @@ type Config struct {
 
 // DataConfig chooses and labels the data.
 type DataConfig struct {
-	Source    string     `toml:"source" json:"source"` // "sim": the embedded simulator
+	Source    string     `toml:"source" json:"source"` // "sim": the embedded simulator; "shards": a dataset from gallop data ingest
+	Path      string     `toml:"path" json:"path"`     // the dataset directory, for source "shards"
 	Sim       sim.Config `toml:"sim" json:"sim"`
 	Window    int        `toml:"window" json:"window"`         // events per sample
 	Horizon   int        `toml:"horizon" json:"horizon"`       // label horizon k, events
@@ -115,8 +116,10 @@ func DefaultConfig() Config {
 func (c *Config) Validate() error {
 	d, t := c.Data, c.Train
 	switch {
-	case d.Source != "sim":
-		return fmt.Errorf("config: data.source = %q: only \"sim\" (the embedded simulator) is supported by train so far", d.Source)
+	case d.Source != "sim" && d.Source != "shards":
+		return fmt.Errorf("config: data.source = %q: want sim or shards", d.Source)
+	case d.Source == "shards" && d.Path == "":
+		return fmt.Errorf("config: data.source = shards needs data.path (or --data DIR)")
 	case d.Window < 1:
 		return fmt.Errorf("config: data.window = %d, want >= 1", d.Window)
 	case d.Horizon < 1:
@@ -208,6 +211,10 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.Uint64Var(&c.Seed, "seed", c.Seed, "seed of everything random (simulator, init, shuffle)")
 	fs.StringVar(&c.Device, "device", c.Device, "cpu, gpu or gpu:0,1,...")
 	fs.StringVar(&c.RunsDir, "runs-dir", c.RunsDir, "where run directories are created")
+	fs.Func("data", "train on a dataset made by 'gallop data ingest' (sets data.source = shards)", func(v string) error {
+		c.Data.Source, c.Data.Path = "shards", v
+		return nil
+	})
 	fs.IntVar(&c.Data.Sim.Events, "events", c.Data.Sim.Events, "simulated events per instrument")
 	fs.IntVar(&c.Data.Window, "window", c.Data.Window, "events per sample window")
 	fs.IntVar(&c.Data.Horizon, "horizon", c.Data.Horizon, "label horizon k in events")

@@ -61,6 +61,7 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	defer p.close()
 	backend, _, err := device.Open(spec, device.Options{})
 	if err != nil {
 		return err

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -10,6 +12,8 @@ import (
 	"github.com/gallop-dev/gallop/batch"
 	"github.com/gallop-dev/gallop/data/dataset"
 	"github.com/gallop-dev/gallop/data/feature"
+	"github.com/gallop-dev/gallop/data/shard"
+	"github.com/gallop-dev/gallop/manifest"
 	"github.com/gallop-dev/gallop/model"
 	"github.com/gallop-dev/gallop/train"
 )
@@ -17,6 +21,11 @@ import (
 // prepared is a run's data: series, windows, the time split and the
 // normalisation fitted on the training rows.
 type prepared struct {
+	// files identify the data for the manifest: shard hashes, or content
+	// hashes of the simulated series.
+	files       []manifest.DataFile
+	manifestSHA string
+	close       func() error
 	series    []batch.Series
 	win       *batch.Windows
 	split     batch.Split
@@ -30,16 +39,48 @@ type prepared struct {
 // labels → windows, split by time.
 func prepareData(cfg Config, mutate func([]batch.Series)) (*prepared, error) {
 	t0 := time.Now()
-	series, err := dataset.Simulated(cfg.Data.Sim, dataset.Labeling{Horizon: cfg.Data.Horizon, Theta: cfg.Data.Theta})
-	if err != nil {
-		return nil, err
+	p := &prepared{close: func() error { return nil }}
+	var series []batch.Series
+	switch cfg.Data.Source {
+	case "sim":
+		var err error
+		series, err = dataset.Simulated(cfg.Data.Sim, dataset.Labeling{Horizon: cfg.Data.Horizon, Theta: cfg.Data.Theta})
+		if err != nil {
+			return nil, err
+		}
+		p.files = seriesFiles(series)
+	case "shards":
+		ds, err := openDataset(cfg)
+		if err != nil {
+			return nil, err
+		}
+		// Every shard must still be what the dataset manifest says.
+		if err := ds.Verify(); err != nil {
+			ds.Close()
+			return nil, fmt.Errorf("data %s: %w", cfg.Data.Path, err)
+		}
+		series, err = ds.Series(cfg.Data.Horizon)
+		if err != nil {
+			ds.Close()
+			return nil, fmt.Errorf("data %s: %w", cfg.Data.Path, err)
+		}
+		for _, sh := range ds.Manifest.Shards {
+			p.files = append(p.files, manifest.DataFile{Name: sh.File, SHA256: sh.SHA256, Size: sh.Bytes})
+		}
+		if p.manifestSHA, err = manifest.HashFile(filepath.Join(cfg.Data.Path, shard.ManifestFile)); err != nil {
+			ds.Close()
+			return nil, err
+		}
+		p.close = ds.Close
 	}
 	if mutate != nil {
 		mutate(series)
 	}
-	p := &prepared{series: series, win: &batch.Windows{Series: series, F: feature.Count, W: cfg.Data.Window}}
+	p.series, p.win = series, &batch.Windows{Series: series, F: feature.Count, W: cfg.Data.Window}
+	var err error
 	p.split, err = batch.TimeSplit(series, cfg.Data.Window, cfg.Data.Horizon, cfg.Data.Embargo, cfg.Data.TrainFrac)
 	if err != nil {
+		p.close()
 		return nil, err
 	}
 	p.norm = batch.FitNormalizer(p.win, p.split.Train)
@@ -93,6 +134,25 @@ func lrFind(cfg Config, p *prepared, backend compute.Backend, steps int) (*train
 		return r, err
 	}
 	return r, nil
+}
+
+// openDataset opens cfg's sharded dataset and checks it can serve the
+// configured labels and features.
+func openDataset(cfg Config) (*shard.Dataset, error) {
+	ds, err := shard.Open(cfg.Data.Path)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	m := ds.Manifest
+	if m.Features.Count != feature.Count {
+		ds.Close()
+		return nil, fmt.Errorf("data %s: %d features per row, this gallop computes %d: re-ingest it", cfg.Data.Path, m.Features.Count, feature.Count)
+	}
+	if !slices.Contains(m.Labels.Horizons, cfg.Data.Horizon) {
+		ds.Close()
+		return nil, fmt.Errorf("data %s: no labels for horizon %d (it has %v): pass --horizon", cfg.Data.Path, cfg.Data.Horizon, m.Labels.Horizons)
+	}
+	return ds, nil
 }
 
 func fmtLR(v float64) string { return fmt.Sprintf("%.3g", v) }

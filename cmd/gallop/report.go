@@ -186,6 +186,7 @@ func cmdLRFind(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	defer p.close()
 	backend, _, err := device.Open(spec, device.Options{Plugin: *plugin})
 	if err != nil {
 		return err

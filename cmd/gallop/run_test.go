@@ -326,3 +326,45 @@ func TestLRFindReportAndEval(t *testing.T) {
 		t.Fatalf("lr-find exit %d:\n%s", code, lout.String())
 	}
 }
+
+// TestTrainOnShards ingests simulated events into a sharded dataset, trains
+// from it, and checks that a changed shard is refused by training and by
+// replay, naming the shard.
+func TestTrainOnShards(t *testing.T) {
+	inGitRepo(t)
+	ds := filepath.Join(t.TempDir(), "ds")
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"data", "ingest", "-o", ds, "sim:30000"}, &out, &out); code != 0 {
+		t.Fatalf("ingest exit %d:\n%s", code, out.String())
+	}
+	c := tinyConfig(t)
+	c.Data.Source, c.Data.Path = "shards", ds
+	res, err := Train(context.Background(), c, trainOptions{quiet: true, out: &out}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	m, _ := manifest.Load(res.RunDir)
+	if m.Data.ManifestSHA256 == "" || len(m.Data.Files) == 0 || !strings.HasSuffix(m.Data.Files[0].Name, ".arrow") {
+		t.Fatalf("manifest data %+v", m.Data)
+	}
+	// Corrupt one shard.
+	shardPath := filepath.Join(ds, m.Data.Files[0].Name)
+	data, err := os.ReadFile(shardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	os.WriteFile(shardPath, data, 0o644)
+	_, err = Train(context.Background(), c, trainOptions{quiet: true, out: &out}, &out)
+	if err == nil || !strings.Contains(err.Error(), m.Data.Files[0].Name) {
+		t.Fatalf("training on a changed shard: %v", err)
+	}
+	if _, err := Replay(context.Background(), res.RunDir, replayOptions{quiet: true}, &out, &out); err == nil || !strings.Contains(err.Error(), m.Data.Files[0].Name) {
+		t.Fatalf("replay with a changed shard: %v", err)
+	}
+	// Data no longer present.
+	os.RemoveAll(ds)
+	if _, err := Replay(context.Background(), res.RunDir, replayOptions{quiet: true}, &out, &out); err == nil || !strings.Contains(err.Error(), "dataset.json") {
+		t.Fatalf("replay without the dataset: %v", err)
+	}
+}

@@ -209,13 +209,14 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	if err != nil {
 		return res, err
 	}
+	defer p.close()
 	series, win, split, norm, events := p.series, p.win, p.split, p.norm, p.events
 	if norm.NonFinite > 0 {
 		fmt.Fprintf(stderr, "data     warning: %d non-finite feature values in the training rows (left out of the normalisation; the guard will stop on them)\n", norm.NonFinite)
 	}
 	order := make([]int32, len(split.Train))
 	batch.NewSampler(len(split.Train), cfg.Seed, true).Next(order)
-	man.Data.Files = seriesFiles(series)
+	man.Data.Files, man.Data.ManifestSHA256 = p.files, p.manifestSHA
 	man.Data.SampleOrderSHA256 = manifest.HashSampleOrder(int32sToInts(order))
 	dataTime := p.took
 	fmt.Fprintf(out, "data     %d events from %d instruments → %d train / %d validation samples (%.1fs)\n",
