@@ -183,3 +183,17 @@ func TestConfigFileAndUnknownKeys(t *testing.T) {
 		t.Fatalf("unknown key not named: %v", err)
 	}
 }
+
+// TestExampleConfigIsTheDefault keeps examples/run.toml in step with
+// DefaultConfig.
+func TestExampleConfigIsTheDefault(t *testing.T) {
+	c := DefaultConfig()
+	if err := loadTOML("../../examples/run.toml", &c); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := json.Marshal(c)
+	b, _ := json.Marshal(DefaultConfig())
+	if string(a) != string(b) {
+		t.Fatalf("examples/run.toml differs from the defaults:\n%s\n%s", a, b)
+	}
+}
