@@ -75,6 +75,24 @@ func NewExtractor(tick int64) *Extractor {
 	return &Extractor{tick: float64(tick)}
 }
 
+// log1pTable holds float32(log(1+n)) for small integer sizes, which are
+// most book sizes: the table gives the same values as the formula, faster.
+var log1pTable = func() *[1 << 14]float32 {
+	var t [1 << 14]float32
+	for i := range t {
+		t[i] = float32(math.Log1p(float64(i)))
+	}
+	return &t
+}()
+
+// log1pSize is float32(log(1+n)) for a non-negative size n.
+func log1pSize(n int64) float32 {
+	if uint64(n) < uint64(len(log1pTable)) {
+		return log1pTable[n]
+	}
+	return float32(math.Log1p(float64(n)))
+}
+
 func slog1p(x float64) float64 {
 	if x < 0 {
 		return -math.Log1p(-x)
@@ -95,10 +113,10 @@ func (x *Extractor) mid() (float64, bool) {
 // one side of the book is empty, in which case dst is not meaningful.
 func (x *Extractor) Update(b *book.Book, e *book.Event, dst []float32) (float64, bool) {
 	_ = dst[Count-1]
-	x.asks = [Levels]book.Level{}
-	x.bids = [Levels]book.Level{}
 	na := b.Levels(book.Ask, x.asks[:])
 	nb := b.Levels(book.Bid, x.bids[:])
+	clear(x.asks[na:])
+	clear(x.bids[nb:])
 	mid, ok := x.mid()
 	if !ok {
 		x.haveTop = false
@@ -165,10 +183,16 @@ func (x *Extractor) Update(b *book.Book, e *book.Event, dst []float32) (float64,
 	dst[3] = float32(imb(5))
 	dst[4] = float32(imb(10))
 	dst[5] = float32(micro)
-	dst[6] = float32(slog1p(ofi))
+	if a := int64(ofi); float64(a) == ofi && a >= 0 {
+		dst[6] = log1pSize(a) // integral sizes: the table, same values
+	} else if float64(a) == ofi {
+		dst[6] = -log1pSize(-a)
+	} else {
+		dst[6] = float32(slog1p(ofi))
+	}
 	dst[7] = float32(slog1p(x.ofiEWMA))
 	dst[8] = float32(sign)
-	dst[9] = float32(math.Log1p(vol))
+	dst[9] = log1pSize(int64(vol))
 	dst[10] = float32(dt)
 	const o = 11
 	lastA, lastB := mid, mid
@@ -190,8 +214,8 @@ func (x *Extractor) Update(b *book.Book, e *book.Event, dst []float32) (float64,
 		}
 		dst[o+i] = float32(da)
 		dst[o+Levels+i] = float32(db)
-		dst[o+2*Levels+i] = float32(math.Log1p(float64(x.asks[i].Size)))
-		dst[o+3*Levels+i] = float32(math.Log1p(float64(x.bids[i].Size)))
+		dst[o+2*Levels+i] = log1pSize(x.asks[i].Size)
+		dst[o+3*Levels+i] = log1pSize(x.bids[i].Size)
 	}
 	x.prevA, x.prevB, x.prevMid, x.lastTs = a0, b0, mid, e.TsNs
 	x.started, x.haveTop = true, true
