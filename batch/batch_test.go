@@ -184,3 +184,41 @@ func TestLoaderParallelGatherMatchesSerial(t *testing.T) {
 		t.Errorf("%.1f allocations per batch with 4 workers", allocs)
 	}
 }
+
+func TestLoaderRowsMode(t *testing.T) {
+	series := synthetic(400, 3)
+	series = append(series, synthetic(300, 3)...)
+	w := &Windows{Series: series, F: 3, W: 4}
+	sp, _ := TimeSplit(series, 4, 1, 0, 0.8)
+	feats, labels, offs, err := w.Flat()
+	if err != nil || len(feats) != 700*3 || len(labels) != 700 || offs[1] != 400 {
+		t.Fatalf("flat: %d %d %v %v", len(feats), len(labels), offs, err)
+	}
+	ctx := context.Background()
+	ld, err := NewLoader(ctx, w, sp.Train, NewSampler(len(sp.Train), 5, true), LoaderConfig{BatchSize: 8, RowOffsets: offs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ld.Close()
+	ref := NewSampler(len(sp.Train), 5, true)
+	idx := make([]int32, 8)
+	for i := 0; i < 20; i++ {
+		b, err := ld.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref.Next(idx)
+		rows := b.Rows.Value().([]int32)
+		for k, j := range idx {
+			r := sp.Train[j]
+			if rows[k] != offs[r.Series]+int32(r.Row) || b.X != nil {
+				t.Fatalf("batch %d sample %d: row %d, want %d", i, k, rows[k], offs[r.Series]+int32(r.Row))
+			}
+			// The flat row holds the same features as the series row.
+			if feats[int(rows[k])*3] != series[r.Series].Features[int(r.Row)*3] {
+				t.Fatal("flat features misaligned")
+			}
+		}
+		ld.Release(b)
+	}
+}

@@ -15,10 +15,13 @@ import (
 // compiled step. Batches are owned by the Loader and reused: hand each back
 // with Loader.Release once the step that used it has been dispatched.
 type Batch struct {
-	X     *tensors.Tensor // float32 [B, W*F]
-	Y     *tensors.Tensor // int32 [B]
-	Index []int32         // positions in the loader's refs, to name samples
-	State SamplerState    // sampler state after this batch, for checkpoints
+	X *tensors.Tensor // float32 [B, W*F] (nil with LoaderConfig.RowOffsets)
+	Y *tensors.Tensor // int32 [B] (nil with LoaderConfig.RowOffsets)
+	// Rows is int32 [B]: each sample's last row in the flattened dataset
+	// (Windows.Flat), set only with LoaderConfig.RowOffsets.
+	Rows  *tensors.Tensor
+	Index []int32      // positions in the loader's refs, to name samples
+	State SamplerState // sampler state after this batch, for checkpoints
 	refs  []Ref
 }
 
@@ -33,6 +36,7 @@ type Loader struct {
 	wg      sync.WaitGroup
 	backend compute.Backend
 	onBatch func(time.Time, time.Duration)
+	offsets []int32
 	pool    *gatherPool
 	parts   int
 	done    sync.WaitGroup
@@ -47,6 +51,11 @@ type LoaderConfig struct {
 	// n instead of happening inside it. Leave it nil for the CPU backend,
 	// which reads host memory directly.
 	Backend compute.Backend
+	// RowOffsets, when set (from Windows.Flat), makes the loader hand out
+	// only each sample's global row (Batch.Rows), for a step that gathers
+	// windows from a dataset resident on the device: B int32 cross to the
+	// device per step instead of B×W×F floats.
+	RowOffsets []int32
 	// Workers is the number of goroutines that assemble one batch in
 	// parallel (default: 1 below 256 KiB per batch, else up to 4 or
 	// GOMAXPROCS).
@@ -74,13 +83,16 @@ func NewLoader(ctx context.Context, w *Windows, refs []Ref, s *Sampler, cfg Load
 	}
 	n := w.SampleSize()
 	for i := 0; i < cfg.Prefetch+2; i++ {
-		l.free <- &Batch{
-			X:     tensors.FromShape(shapeF32(cfg.BatchSize, n)),
-			Y:     tensors.FromShape(shapeI32(cfg.BatchSize)),
-			Index: make([]int32, cfg.BatchSize),
-			refs:  make([]Ref, cfg.BatchSize),
+		b := &Batch{Index: make([]int32, cfg.BatchSize), refs: make([]Ref, cfg.BatchSize)}
+		if cfg.RowOffsets != nil {
+			b.Rows = tensors.FromShape(shapeI32(cfg.BatchSize))
+		} else {
+			b.X = tensors.FromShape(shapeF32(cfg.BatchSize, n))
+			b.Y = tensors.FromShape(shapeI32(cfg.BatchSize))
 		}
+		l.free <- b
 	}
+	l.offsets = cfg.RowOffsets
 	l.backend, l.onBatch = cfg.Backend, cfg.OnBatch
 	workers := cfg.Workers
 	if workers <= 0 {
@@ -116,28 +128,9 @@ func (l *Loader) run(ctx context.Context, w *Windows, refs []Ref, s *Sampler) {
 			b.refs[i] = refs[j]
 		}
 		b.State = s.State()
-		var err error
-		if e := b.X.MutableFlatData(func(flat any) {
-			err = b.Y.MutableFlatData(func(fy any) {
-				if l.pool != nil {
-					l.pool.gather(w, b.refs, flat.([]float32), fy.([]int32), l.parts, &l.done)
-				} else {
-					w.Gather(b.refs, flat.([]float32), fy.([]int32))
-				}
-			})
-		}); e != nil || err != nil {
-			l.errc <- fmt.Errorf("batch: staging batch: %v %v", e, err)
+		if err := l.stage(w, b); err != nil {
+			l.errc <- err
 			return
-		}
-		if l.backend != nil {
-			if err := b.X.MaterializeOnDevice(l.backend, false, 0); err != nil {
-				l.errc <- fmt.Errorf("batch: copying batch to the device: %w", err)
-				return
-			}
-			if err := b.Y.MaterializeOnDevice(l.backend, false, 0); err != nil {
-				l.errc <- fmt.Errorf("batch: copying batch to the device: %w", err)
-				return
-			}
 		}
 		if l.onBatch != nil {
 			l.onBatch(t0, time.Since(t0))
@@ -148,6 +141,42 @@ func (l *Loader) run(ctx context.Context, w *Windows, refs []Ref, s *Sampler) {
 		case l.out <- b:
 		}
 	}
+}
+
+// stage fills b's tensors and, with a backend, copies them to the device.
+func (l *Loader) stage(w *Windows, b *Batch) error {
+	var err error
+	if b.Rows != nil {
+		if e := b.Rows.MutableFlatData(func(flat any) { GlobalRows(l.offsets, b.refs, flat.([]int32)) }); e != nil {
+			return fmt.Errorf("batch: staging batch: %w", e)
+		}
+		if l.backend != nil {
+			if err := b.Rows.MaterializeOnDevice(l.backend, false, 0); err != nil {
+				return fmt.Errorf("batch: copying batch to the device: %w", err)
+			}
+		}
+		return nil
+	}
+	if e := b.X.MutableFlatData(func(flat any) {
+		err = b.Y.MutableFlatData(func(fy any) {
+			if l.pool != nil {
+				l.pool.gather(w, b.refs, flat.([]float32), fy.([]int32), l.parts, &l.done)
+			} else {
+				w.Gather(b.refs, flat.([]float32), fy.([]int32))
+			}
+		})
+	}); e != nil || err != nil {
+		return fmt.Errorf("batch: staging batch: %v %v", e, err)
+	}
+	if l.backend != nil {
+		if err := b.X.MaterializeOnDevice(l.backend, false, 0); err != nil {
+			return fmt.Errorf("batch: copying batch to the device: %w", err)
+		}
+		if err := b.Y.MaterializeOnDevice(l.backend, false, 0); err != nil {
+			return fmt.Errorf("batch: copying batch to the device: %w", err)
+		}
+	}
+	return nil
 }
 
 // Next returns the next batch. It returns the producer's error, or the

@@ -133,3 +133,33 @@ func FitNormalizer(w *Windows, refs []Ref) Normalizer {
 	}
 	return nz
 }
+
+// Flat concatenates every series into one row-major feature matrix
+// [rows, F] and one label vector, for keeping a whole dataset resident on
+// an accelerator, and returns the offset of each series' first row. A
+// sample's global row is Offsets[ref.Series] + ref.Row (see GlobalRows).
+func (w *Windows) Flat() (features []float32, labels []int32, offsets []int32, err error) {
+	total := 0
+	offsets = make([]int32, len(w.Series))
+	for i := range w.Series {
+		offsets[i] = int32(total)
+		total += w.Series[i].Rows()
+		if total > math.MaxInt32 {
+			return nil, nil, nil, fmt.Errorf("batch: %d rows do not fit int32 row ids", total)
+		}
+	}
+	features = make([]float32, 0, total*w.F)
+	labels = make([]int32, 0, total)
+	for i := range w.Series {
+		features = append(features, w.Series[i].Features...)
+		labels = append(labels, w.Series[i].Labels...)
+	}
+	return features, labels, offsets, nil
+}
+
+// GlobalRows writes the global row (see Flat) of each ref into dst.
+func GlobalRows(offsets []int32, refs []Ref, dst []int32) {
+	for i, r := range refs {
+		dst[i] = offsets[r.Series] + int32(r.Row)
+	}
+}

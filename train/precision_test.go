@@ -6,6 +6,8 @@ import (
 
 	"github.com/gomlx/compute/gobackend"
 	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/gallop-dev/gallop/batch"
 )
 
 // overfit trains one fixed batch and returns the first and last loss.
@@ -155,5 +157,52 @@ func TestParsePrecision(t *testing.T) {
 	}
 	if _, err := ParsePrecision("fp8"); err == nil {
 		t.Error("fp8 accepted")
+	}
+}
+
+// TestStepRowsEqualsStep: gathering windows from a device-resident dataset
+// inside the step gives the same update as a batch gathered on the host.
+func TestStepRowsEqualsStep(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gobackend.New("")
+	feats, labels, offs, err := f.w.Flat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := f.refs[200:232]
+	x := make([]float32, len(refs)*f.w.SampleSize())
+	y := make([]int32, len(refs))
+	f.w.Gather(refs, x, y)
+	rows := make([]int32, len(refs))
+	batch.GlobalRows(offs, refs, rows)
+
+	a := NewStepper(be, f.m, DefaultOptimizer())
+	sa := a.NewState(2)
+	b := NewStepper(be, f.m, DefaultOptimizer())
+	sb := b.NewState(2)
+	data, err := b.NewDeviceData(feats, labels, f.w.F, f.w.W)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		oa, err := a.Step(sa, 1e-3, f.mean, f.std, tensors.FromFlatDataAndDimensions(x, len(refs), f.w.SampleSize()), tensors.FromFlatDataAndDimensions(y, len(refs)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ob, err := b.StepRows(sb, 1e-3, f.mean, f.std, data, tensors.FromFlatDataAndDimensions(rows, len(rows)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if oa.Loss.Value().(float32) != ob.Loss.Value().(float32) {
+			t.Fatalf("step %d: loss %v vs %v", i, oa.Loss.Value(), ob.Loss.Value())
+		}
+	}
+	for i := range sa.Params {
+		pa, pb := tensors.MustCopyFlatData[float32](sa.Params[i]), tensors.MustCopyFlatData[float32](sb.Params[i])
+		for j := range pa {
+			if pa[j] != pb[j] {
+				t.Fatalf("param %d[%d]: %v vs %v", i, j, pa[j], pb[j])
+			}
+		}
 	}
 }

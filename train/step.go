@@ -13,6 +13,7 @@ import (
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 
@@ -142,6 +143,7 @@ type Stepper struct {
 	exec      *Exec // fused step (accum == 1)
 	accExec   *Exec // accumulate one micro-batch
 	applyExec *Exec // apply the accumulated update
+	rowsExec  *Exec // fused step over a device-resident dataset
 	pred      *Exec
 	nParams   int
 }
@@ -480,5 +482,76 @@ func (s *Stepper) Predict(st *State, mean, std, x *tensors.Tensor) (*tensors.Ten
 	if err != nil {
 		return nil, fmt.Errorf("train: predict: %w", err)
 	}
+	return out, nil
+}
+
+// DeviceData is a dataset resident on the device: a row-major feature
+// matrix [rows, F] and labels [rows], from batch.Windows.Flat, copied once.
+type DeviceData struct {
+	Features, Labels *tensors.Tensor
+	Window           int
+}
+
+// NewDeviceData copies the flattened dataset to device 0 of the stepper's
+// backend.
+func (s *Stepper) NewDeviceData(features []float32, labels []int32, f, window int) (*DeviceData, error) {
+	ft := tensors.FromFlatDataAndDimensions(features, len(features)/f, f)
+	lt := tensors.FromFlatDataAndDimensions(labels, len(labels))
+	for _, t := range []*tensors.Tensor{ft, lt} {
+		if err := t.MaterializeOnDevice(s.backend, false, 0); err != nil {
+			return nil, fmt.Errorf("train: copying the dataset to the device: %w", err)
+		}
+		t.FinalizeLocal()
+	}
+	return &DeviceData{Features: ft, Labels: lt, Window: window}, nil
+}
+
+// rowsGraph is fusedGraph with x and y gathered on the device: its last
+// inputs are the dataset's features [N, F], labels [N] and the samples'
+// last rows [B].
+func (s *Stepper) rowsGraph(window int) func(in []*Node) []*Node {
+	return func(in []*Node) []*Node {
+		k := len(in)
+		feats, labels, rows := in[k-3], in[k-2], in[k-1]
+		b, f := rows.Shape().Dimensions[0], feats.Shape().Dimensions[1]
+		// Row ids of each window, oldest first: rows - (W-1) + [0..W).
+		offs := AddScalar(Iota(rows.Graph(), shapes.Make(dtypes.Int32, 1, window), 1), float64(1-window))
+		idx := Add(Reshape(rows, b, 1), offs)
+		x := Reshape(Gather(feats, Reshape(idx, b, window, 1)), b, window*f)
+		y := Reshape(Gather(Reshape(labels, labels.Shape().Dimensions[0], 1), Reshape(rows, b, 1)), b)
+		return s.fusedGraph(append(in[:k-3:k-3], x, y))
+	}
+}
+
+// StepRows is Step for a dataset resident on the device: rows (int32 [B],
+// ideally already on the device) names each sample's last row, and the
+// windows and labels are gathered inside the compiled step.
+func (s *Stepper) StepRows(st *State, lr float64, mean, std *tensors.Tensor, data *DeviceData, rows *tensors.Tensor) (StepOut, error) {
+	if s.accum != 1 {
+		return StepOut{}, fmt.Errorf("train: StepRows does not support gradient accumulation yet")
+	}
+	start := time.Now()
+	n := s.nParams
+	s.fillAux(st)
+	if s.rowsExec == nil {
+		s.rowsExec = MustNewExec(s.backend, s.rowsGraph(data.Window)).WithName("train_step_rows")
+	}
+	args, err := s.donate(make([]any, 0, 3*n+7), st.Step, concat(st.Params, st.M, st.V, []*tensors.Tensor{st.Amp})...)
+	if err != nil {
+		return StepOut{}, err
+	}
+	amp := args[len(args)-1]
+	args = append(args[:len(args)-1], s.hyper(st, lr), amp, mean, std, data.Features, data.Labels, rows)
+	outs, err := s.rowsExec.Call(args...)
+	if err != nil {
+		return StepOut{}, fmt.Errorf("train: step %d: %w", st.Step, err)
+	}
+	copy(st.Params, outs[:n])
+	copy(st.M, outs[n:2*n])
+	copy(st.V, outs[2*n:3*n])
+	st.Amp = outs[3*n]
+	out := StepOut{Step: st.Step, LR: lr, Start: start, Applied: true, Loss: outs[3*n+1], GradNorm: outs[3*n+2],
+		Finite: outs[3*n+3], ParamFinite: outs[3*n+4], Skipped: outs[3*n+5]}
+	st.Step++
 	return out, nil
 }

@@ -279,8 +279,23 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	lcfg := batch.LoaderConfig{BatchSize: cfg.Train.BatchSize, Prefetch: cfg.Train.Prefetch}
+	// On a GPU the whole dataset goes to the device once and each step
+	// gathers its windows there: only B row ids cross per step. Batches are
+	// staged on the device ahead of the step either way.
+	var devData *train.DeviceData
 	if spec.Kind == "gpu" {
-		lcfg.Backend = backend // stage batches on the device ahead of the step
+		lcfg.Backend = backend
+		if cfg.Train.Accumulate == 1 {
+			feats, labels, offs, err := win.Flat()
+			if err != nil {
+				return res, err
+			}
+			if devData, err = stepper.NewDeviceData(feats, labels, win.F, win.W); err != nil {
+				return res, err
+			}
+			lcfg.RowOffsets = offs
+			fmt.Fprintf(out, "data     resident on the device: %d rows × %d features (%.0f MB)\n", len(labels), win.F, float64(len(feats))*4/1e6)
+		}
 	}
 	if rec != nil || opt.dataDelay > 0 {
 		lcfg.OnBatch = func(t time.Time, d time.Duration) {
@@ -366,7 +381,12 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				return res, fmt.Errorf("train: step %d: %w", step, err)
 			}
 			t = end(rec, profile.Data, t)
-			outp, err := stepper.Step(st, lr, mean, std, b.X, b.Y)
+			var outp train.StepOut
+			if devData != nil {
+				outp, err = stepper.StepRows(st, lr, mean, std, devData, b.Rows)
+			} else {
+				outp, err = stepper.Step(st, lr, mean, std, b.X, b.Y)
+			}
 			if err != nil {
 				return res, err
 			}
