@@ -222,3 +222,19 @@ func TestLoaderRowsMode(t *testing.T) {
 		ld.Release(b)
 	}
 }
+
+func TestTimeSplit3(t *testing.T) {
+	series := synthetic(1000, 2)
+	sp, err := TimeSplit3(series, 4, 10, 5, 0.6, 0.2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := func(r []Ref) uint32 { return r[len(r)-1].Row }
+	// Cuts at 600 and 800: train < 590, validation 605..789, test from 805.
+	if last(sp.Train) != 589 || sp.Val[0].Row != 605 || last(sp.Val) != 789 || sp.Test[0].Row != 805 {
+		t.Fatalf("train ..%d, val %d..%d, test %d..", last(sp.Train), sp.Val[0].Row, last(sp.Val), sp.Test[0].Row)
+	}
+	if _, err := TimeSplit3(series, 4, 10, 5, 0.6, 0.4); err == nil {
+		t.Fatal("train+val = 1 accepted")
+	}
+}

@@ -49,9 +49,10 @@ func (w *Windows) Gather(refs []Ref, x []float32, y []int32) {
 	}
 }
 
-// Split holds the train and validation samples of a time-ordered split.
+// Split holds the train, validation and (optionally) test samples of a
+// time-ordered split.
 type Split struct {
-	Train, Val []Ref
+	Train, Val, Test []Ref
 }
 
 // TimeSplit splits every series at the same fraction of its rows: samples
@@ -61,8 +62,15 @@ type Split struct {
 // one side depends on prices the other side sees. Rows without a label and
 // rows with fewer than W-1 predecessors are never sampled.
 func TimeSplit(series []Series, w, horizon, embargo int, trainFrac float64) (Split, error) {
-	if trainFrac <= 0 || trainFrac >= 1 {
-		return Split{}, fmt.Errorf("batch: train fraction %g, want in (0, 1)", trainFrac)
+	return TimeSplit3(series, w, horizon, embargo, trainFrac, 0)
+}
+
+// TimeSplit3 is TimeSplit with a test block: the first trainFrac of each
+// series trains, the next valFrac validates (model selection) and the rest
+// tests; both cuts are purged and embargoed. valFrac 0 is TimeSplit.
+func TimeSplit3(series []Series, w, horizon, embargo int, trainFrac, valFrac float64) (Split, error) {
+	if trainFrac <= 0 || trainFrac >= 1 || valFrac < 0 || trainFrac+valFrac >= 1 {
+		return Split{}, fmt.Errorf("batch: train fraction %g, validation %g: want 0 < train, 0 <= val, train+val < 1", trainFrac, valFrac)
 	}
 	var sp Split
 	for si := range series {
@@ -72,6 +80,10 @@ func TimeSplit(series []Series, w, horizon, embargo int, trainFrac float64) (Spl
 			return Split{}, fmt.Errorf("batch: series %s has %d rows, more than 2^32", s.Symbol, n)
 		}
 		cut := int(float64(n) * trainFrac)
+		cut2 := n + horizon + embargo // no test block
+		if valFrac > 0 {
+			cut2 = int(float64(n) * (trainFrac + valFrac))
+		}
 		for r := w - 1; r < n; r++ {
 			if s.Labels[r] < 0 {
 				continue
@@ -80,13 +92,15 @@ func TimeSplit(series []Series, w, horizon, embargo int, trainFrac float64) (Spl
 			switch {
 			case r+horizon < cut:
 				sp.Train = append(sp.Train, ref)
-			case r >= cut+embargo:
+			case r >= cut+embargo && r+horizon < cut2:
 				sp.Val = append(sp.Val, ref)
+			case r >= cut2+embargo:
+				sp.Test = append(sp.Test, ref)
 			}
 		}
 	}
-	if len(sp.Train) == 0 || len(sp.Val) == 0 {
-		return Split{}, fmt.Errorf("batch: split left %d train and %d validation samples", len(sp.Train), len(sp.Val))
+	if len(sp.Train) == 0 || len(sp.Val) == 0 || (valFrac > 0 && len(sp.Test) == 0) {
+		return Split{}, fmt.Errorf("batch: split left %d train, %d validation and %d test samples", len(sp.Train), len(sp.Val), len(sp.Test))
 	}
 	return sp, nil
 }

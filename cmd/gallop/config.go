@@ -38,7 +38,10 @@ type DataConfig struct {
 	Horizon   int        `toml:"horizon" json:"horizon"`       // label horizon k, events
 	Theta     float64    `toml:"theta" json:"theta"`           // label threshold, ticks
 	TrainFrac float64    `toml:"train_frac" json:"train_frac"` // time split
-	Embargo   int        `toml:"embargo" json:"embargo"`       // rows skipped after the cut
+	// ValFrac > 0 adds a test block: train_frac trains, the next val_frac
+	// validates (and selects, with train.select_best), the rest tests.
+	ValFrac float64 `toml:"val_frac" json:"val_frac"`
+	Embargo int     `toml:"embargo" json:"embargo"` // rows skipped after the cut
 }
 
 // ModelConfig chooses the model.
@@ -72,6 +75,9 @@ type TrainConfig struct {
 	RollbackLRFactor float64 `toml:"rollback_lr_factor" json:"rollback_lr_factor"`
 	SpikeZ           float64 `toml:"spike_z" json:"spike_z"` // loss spike warning threshold (z-score)
 	Profile          bool    `toml:"profile" json:"profile"`
+	// SelectBest keeps the state with the best validation macro-F1 (checked
+	// every eval_every steps) and reports and exports it (early stopping).
+	SelectBest bool `toml:"select_best" json:"select_best"`
 }
 
 // DefaultConfig is the main job: the embedded market, an MLP, about a
@@ -128,8 +134,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: data.theta = %g, want >= 0", d.Theta)
 	case d.TrainFrac <= 0 || d.TrainFrac >= 1:
 		return fmt.Errorf("config: data.train_frac = %g, want in (0, 1)", d.TrainFrac)
-	case c.Model.Arch != "mlp":
-		return fmt.Errorf("config: model.arch = %q: want mlp", c.Model.Arch)
+	case d.ValFrac < 0 || d.TrainFrac+d.ValFrac >= 1:
+		return fmt.Errorf("config: data.val_frac = %g: want >= 0 with train_frac + val_frac < 1", d.ValFrac)
+	case t.SelectBest && t.EvalEvery <= 0:
+		return fmt.Errorf("config: train.select_best needs train.eval_every > 0")
+	case c.Model.Arch != "mlp" && c.Model.Arch != "deeplob" && c.Model.Arch != "gru" && c.Model.Arch != "transformer":
+		return fmt.Errorf("config: model.arch = %q: want mlp, deeplob, gru or transformer", c.Model.Arch)
 	case t.Steps < 1:
 		return fmt.Errorf("config: train.steps = %d, want >= 1", t.Steps)
 	case t.BatchSize < 1:
@@ -219,6 +229,11 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Data.Window, "window", c.Data.Window, "events per sample window")
 	fs.IntVar(&c.Data.Horizon, "horizon", c.Data.Horizon, "label horizon k in events")
 	fs.Float64Var(&c.Data.Theta, "theta", c.Data.Theta, "label threshold in ticks")
+	fs.Float64Var(&c.Data.TrainFrac, "train-frac", c.Data.TrainFrac, "share of each instrument's rows (the earliest) that trains")
+	fs.Float64Var(&c.Data.ValFrac, "val-frac", c.Data.ValFrac, "with > 0: a validation block of this share after the training rows, then a test block")
+	fs.BoolVar(&c.Train.SelectBest, "select-best", c.Train.SelectBest, "keep and report the state with the best validation macro-F1 (early stopping)")
+	fs.IntVar(&c.Data.Embargo, "embargo", c.Data.Embargo, "rows skipped after the train/validation cut")
+	fs.StringVar(&c.Model.Arch, "arch", c.Model.Arch, "model: mlp, deeplob (Zhang et al. 2019), gru or transformer")
 	fs.Var(intList{&c.Model.Hidden}, "hidden", "hidden layer sizes, e.g. 256,128")
 	fs.IntVar(&c.Train.Steps, "steps", c.Train.Steps, "optimizer steps")
 	fs.IntVar(&c.Train.BatchSize, "batch-size", c.Train.BatchSize, "samples per step")

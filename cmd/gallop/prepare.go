@@ -78,7 +78,7 @@ func prepareData(cfg Config, mutate func([]batch.Series)) (*prepared, error) {
 	}
 	p.series, p.win = series, &batch.Windows{Series: series, F: feature.Count, W: cfg.Data.Window}
 	var err error
-	p.split, err = batch.TimeSplit(series, cfg.Data.Window, cfg.Data.Horizon, cfg.Data.Embargo, cfg.Data.TrainFrac)
+	p.split, err = batch.TimeSplit3(series, cfg.Data.Window, cfg.Data.Horizon, cfg.Data.Embargo, cfg.Data.TrainFrac, cfg.Data.ValFrac)
 	if err != nil {
 		p.close()
 		return nil, err
@@ -93,9 +93,37 @@ func prepareData(cfg Config, mutate func([]batch.Series)) (*prepared, error) {
 	return p, nil
 }
 
+// buildModel returns the configured reference model.
+func buildModel(cfg Config) (model.Model, error) {
+	w, f, c := cfg.Data.Window, feature.Count, len(feature.ClassNames)
+	switch cfg.Model.Arch {
+	case "mlp":
+		return model.NewMLP(w, f, cfg.Model.Hidden, c)
+	case "deeplob":
+		return model.NewDeepLOB(w, feature.Names, c, model.DeepLOBConfig{})
+	case "gru":
+		h := 64
+		if len(cfg.Model.Hidden) > 0 {
+			h = cfg.Model.Hidden[0]
+		}
+		return model.NewGRU(w, f, h, c)
+	case "transformer":
+		return model.NewTransformer(w, f, c, model.TransformerConfig{})
+	}
+	return nil, fmt.Errorf("model: arch %q: want mlp, deeplob, gru or transformer", cfg.Model.Arch)
+}
+
+// describe is a one-line description of a model.
+func describe(m model.Model) string {
+	if mlp, ok := m.(*model.MLP); ok {
+		return fmt.Sprintf("mlp %v", mlp.Layers)
+	}
+	return m.Arch()
+}
+
 // newModel builds the configured model and its stepper.
-func newModel(cfg Config, backend compute.Backend) (*model.MLP, *train.Stepper, error) {
-	m, err := model.NewMLP(cfg.Data.Window, feature.Count, cfg.Model.Hidden, len(feature.ClassNames))
+func newModel(cfg Config, backend compute.Backend) (model.Model, *train.Stepper, error) {
+	m, err := buildModel(cfg)
 	if err != nil {
 		return nil, nil, err
 	}

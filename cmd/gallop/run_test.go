@@ -368,3 +368,59 @@ func TestTrainOnShards(t *testing.T) {
 		t.Fatalf("replay without the dataset: %v", err)
 	}
 }
+
+// TestOtherArchitectures trains each sequence architecture briefly end to
+// end: the run completes, checkpoints, and (not being an MLP) exports
+// nothing for the pure-Go engine.
+func TestOtherArchitectures(t *testing.T) {
+	for _, arch := range []string{"gru", "transformer", "deeplob"} {
+		c := tinyConfig(t)
+		c.Model.Arch = arch
+		c.Train.Steps = 20
+		c.Train.BatchSize = 32
+		var out bytes.Buffer
+		res, err := Train(context.Background(), c, trainOptions{quiet: true, out: &out}, &out)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", arch, err, out.String())
+		}
+		if !strings.Contains(out.String(), "model    "+arch) || res.Accuracy <= 0 {
+			t.Errorf("%s: output\n%s", arch, out.String())
+		}
+		if _, err := os.Stat(filepath.Join(res.RunDir, "export")); err == nil {
+			t.Errorf("%s: exported for the MLP engine", arch)
+		}
+		if ck, _ := train.LatestCheckpoint(filepath.Join(res.RunDir, "checkpoints")); ck == "" {
+			t.Errorf("%s: no checkpoint", arch)
+		}
+	}
+}
+
+func TestSelectBestWithTestBlock(t *testing.T) {
+	c := tinyConfig(t)
+	c.Data.TrainFrac, c.Data.ValFrac = 0.6, 0.2
+	c.Train.EvalEvery, c.Train.SelectBest = 20, true
+	var out bytes.Buffer
+	res, err := Train(context.Background(), c, trainOptions{quiet: true, out: &out}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "test (") || !strings.Contains(out.String(), "test samples after the validation block") {
+		t.Fatalf("no test block in the output:\n%s", out.String())
+	}
+	ms, _ := readMetrics(filepath.Join(res.RunDir, "metrics.jsonl"))
+	var vals, tests int
+	for _, m := range ms {
+		switch m.Split {
+		case "val":
+			vals++
+		case "test":
+			tests++
+		}
+	}
+	if vals < 2 || tests != 1 {
+		t.Fatalf("%d validation and %d test lines", vals, tests)
+	}
+	if ck, _ := train.LatestCheckpoint(filepath.Join(res.RunDir, "checkpoints", "best")); ck == "" {
+		t.Fatal("no best checkpoint")
+	}
+}

@@ -221,6 +221,9 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	dataTime := p.took
 	fmt.Fprintf(out, "data     %d events from %d instruments → %d train / %d validation samples (%.1fs)\n",
 		events, len(series), len(split.Train), len(split.Val), dataTime.Seconds())
+	if len(split.Test) > 0 {
+		fmt.Fprintf(out, "         %d test samples after the validation block\n", len(split.Test))
+	}
 	if opt.check != nil {
 		if err := opt.check(man); err != nil {
 			return res, err
@@ -252,7 +255,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	if err != nil {
 		return res, err
 	}
-	fmt.Fprintf(out, "model    mlp %v, %d parameters; %s, %s, batch %d×%d\n", m.Layers, model.Count(m.Params()),
+	fmt.Fprintf(out, "model    %s, %d parameters; %s, %s, batch %d×%d\n", describe(m), model.Count(m.Params()),
 		cfg.Train.Optimizer.Name, cfg.Train.Precision, cfg.Train.BatchSize, cfg.Train.Accumulate)
 	if opt.lrFind {
 		t := time.Now()
@@ -361,7 +364,8 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	ckptDir := filepath.Join(dir, "checkpoints")
 	samplesPerStep := cfg.Train.BatchSize * cfg.Train.Accumulate
 	eventsPerStep := samplesPerStep * cfg.Data.Window
-	var lastCkpt string
+	var lastCkpt, bestCkpt string
+	bestF1, bestStep := -1.0, int64(-1)
 	lrScale := 1.0
 	trainStart := time.Now()
 	for step := int64(0); step < int64(cfg.Train.Steps); step++ {
@@ -451,6 +455,14 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 			enc.Encode(map[string]any{"step": step, "split": "val", "accuracy": r.Confusion.Accuracy(), "macro_f1": r.Confusion.MacroF1(), "log_loss": r.LogLoss})
 			t = end(rec, profile.Eval, t)
 			mark(rec, "eval")
+			if cfg.Train.SelectBest && r.Confusion.MacroF1() > bestF1 {
+				// Early stopping's memory: the best state by validation macro-F1.
+				if bestCkpt, err = train.SaveCheckpoint(filepath.Join(ckptDir, "best"), m, st, train.Checkpoint{Sampler: state, Seed: cfg.Seed}, 1); err != nil {
+					return res, err
+				}
+				bestF1, bestStep = r.Confusion.MacroF1(), step
+				t = end(rec, profile.Checkpoint, t)
+			}
 		}
 		if last || (cfg.Train.CheckpointEvery > 0 && (step+1)%int64(cfg.Train.CheckpointEvery) == 0) {
 			p, err := train.SaveCheckpoint(ckptDir, m, st, train.Checkpoint{Sampler: state, Seed: cfg.Seed}, cfg.Train.KeepCheckpoints)
@@ -483,15 +495,40 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	if err != nil {
 		return res, err
 	}
+	enc.Encode(map[string]any{"step": st.Step - 1, "split": "val", "accuracy": r.Confusion.Accuracy(), "macro_f1": r.Confusion.MacroF1(), "log_loss": r.LogLoss, "final": true})
+	if cfg.Train.SelectBest && bestCkpt != "" && bestF1 > r.Confusion.MacroF1() {
+		// Report and export the selected state.
+		if st, _, err = train.LoadCheckpoint(bestCkpt, m); err != nil {
+			return res, err
+		}
+		fmt.Fprintf(out, "select   best validation macro-F1 %.4f at step %d (final step: %.4f)\n", bestF1, bestStep, r.Confusion.MacroF1())
+		if r, err = eval.Run(stepper, st, mean, std); err != nil {
+			return res, err
+		}
+	}
+	// With a test block, the reported metrics are the test's: validation
+	// chose the model.
+	evalSplit := "validation"
+	if len(split.Test) > 0 {
+		test := &train.Evaluator{W: win, Refs: split.Test, BatchSize: 1024, Classes: len(feature.ClassNames)}
+		if r, err = test.Run(stepper, st, mean, std); err != nil {
+			return res, err
+		}
+		evalSplit = "test"
+		enc.Encode(map[string]any{"step": st.Step - 1, "split": "test", "accuracy": r.Confusion.Accuracy(), "macro_f1": r.Confusion.MacroF1(), "log_loss": r.LogLoss, "final": true})
+	}
 	evalTime := time.Since(t1)
 	conf, base := r.Confusion, r.Confusion.Majority()
-	enc.Encode(map[string]any{"step": st.Step - 1, "split": "val", "accuracy": conf.Accuracy(), "macro_f1": conf.MacroF1(), "log_loss": r.LogLoss, "final": true})
 
 	// Export for the pure-Go engine.
 	t2 := time.Now()
-	exp, err := exportModel(dir, m, st, norm, cfg)
-	if err != nil {
-		return res, err
+	// The pure-Go engine serves MLPs; other architectures keep their
+	// checkpoint (streaming forms of GRU, LSTM and DeepLOB are issue 8).
+	var exp string
+	if mlp, ok := m.(*model.MLP); ok {
+		if exp, err = exportModel(dir, mlp, st, norm, cfg); err != nil {
+			return res, err
+		}
 	}
 	exportTime := time.Since(t2)
 
@@ -515,7 +552,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	}
 	res.Wall = time.Since(start)
 
-	fmt.Fprintf(out, "\nvalidation (%d samples, horizon %d events)\n", r.Samples, cfg.Data.Horizon)
+	fmt.Fprintf(out, "\n%s (%d samples, horizon %d events)\n", evalSplit, r.Samples, cfg.Data.Horizon)
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f  log-loss %.4f\n", "model", res.Accuracy, res.MacroF1, r.LogLoss)
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f\n", "majority baseline ("+feature.ClassNames[majorityClass(base)]+")", res.BaseAcc, res.BaseMacroF1)
 	fmt.Fprint(out, indent(conf.Format(feature.ClassNames), "  "))
@@ -528,7 +565,11 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		fmt.Fprintf(out, "profile  %s\n", rep.Verdict)
 	}
 	fmt.Fprintf(out, "run      %s\n", dir)
-	fmt.Fprintf(out, "\nnext     gallop bench infer %s\n         gallop profile %s\n         gallop replay %s\n", dir, dir, dir)
+	fmt.Fprintf(out, "\nnext     ")
+	if exp != "" {
+		fmt.Fprintf(out, "gallop bench infer %s\n         ", dir)
+	}
+	fmt.Fprintf(out, "gallop profile %s\n         gallop replay %s\n", dir, dir)
 	return res, nil
 }
 
