@@ -14,8 +14,10 @@ for kt in "10 0.1" "50 1" "100 3"; do
   for arch in mlp deeplob; do
     echo "== k=$k θ=$th $arch"
     hidden=""; [ $arch = mlp ] && hidden="--hidden 256,128"
+    # Time split 60/20/20: train, validation (selects the best step), test (reported).
     ./.dev/gallop train --quiet --device gpu --data /tmp/ds-$k --horizon $k --embargo $k --window 100 --arch $arch $hidden \
-      --batch-size 64 --steps ${STEPS:-5000} --lr 1e-3 --eval-every 0 --checkpoint-every 0 --runs-dir "$OUT/runs-$k" 2>&1 \
-      | grep -E "model |accuracy|time |gallop:"
+      --train-frac 0.6 --val-frac 0.2 --select-best --eval-every ${EVAL:-400} \
+      --batch-size 64 --steps ${STEPS:-4000} --lr 1e-3 --checkpoint-every 0 --runs-dir "$OUT/runs-$k" 2>&1 \
+      | grep -E "model |accuracy|select|time |gallop:"
   done
 done
