@@ -479,6 +479,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		progress(bar, logLines, stderr, watcher.Last(), step, cfg.Train.Steps, eventsPerStep, trainStart)
 	}
 	trainTime := time.Since(trainStart)
+	stepsRun := st.Step
 	if bar != nil {
 		bar.Finish()
 	}
@@ -557,7 +558,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f\n", "majority baseline ("+feature.ClassNames[majorityClass(base)]+")", res.BaseAcc, res.BaseMacroF1)
 	fmt.Fprint(out, indent(conf.Format(feature.ClassNames), "  "))
 	fmt.Fprintf(out, "\ntime     %.1fs total: data %.1fs, train %.1fs (%d steps, %.2f ms/step), eval %.1fs, export %.2fs\n",
-		res.Wall.Seconds(), dataTime.Seconds(), trainTime.Seconds(), st.Step, 1e3*trainTime.Seconds()/float64(st.Step), evalTime.Seconds(), exportTime.Seconds())
+		res.Wall.Seconds(), dataTime.Seconds(), trainTime.Seconds(), stepsRun, 1e3*trainTime.Seconds()/float64(stepsRun), evalTime.Seconds(), exportTime.Seconds())
 	if res.NonFinite > 0 || res.Rollbacks > 0 {
 		fmt.Fprintf(out, "guard    %d non-finite steps (%s), %d rollbacks\n", res.NonFinite, cfg.Train.OnNonFinite, res.Rollbacks)
 	}
