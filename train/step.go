@@ -368,8 +368,20 @@ func (s *Stepper) predictGraph(in []*Node) *Node {
 }
 
 func (s *Stepper) donate(args []any, step int64, ts ...*tensors.Tensor) ([]any, error) {
+	return s.donateOn(args, step, 0, ts...)
+}
+
+func deviceNum(d int) compute.DeviceNum { return compute.DeviceNum(d) }
+
+// DeviceNum converts a device index for the backend.
+func DeviceNum(d int) compute.DeviceNum { return compute.DeviceNum(d) }
+
+// Backend returns the stepper's backend.
+func (s *Stepper) Backend() compute.Backend { return s.backend }
+
+func (s *Stepper) donateOn(args []any, step int64, dev compute.DeviceNum, ts ...*tensors.Tensor) ([]any, error) {
 	for _, t := range ts {
-		d, err := DonateTensorBuffer(t, s.backend, 0)
+		d, err := DonateTensorBuffer(t, s.backend, dev)
 		if err != nil {
 			return nil, fmt.Errorf("train: step %d: donating state: %w", step, err)
 		}

@@ -286,6 +286,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	// gathers its windows there: only B row ids cross per step. Batches are
 	// staged on the device ahead of the step either way.
 	var devData *train.DeviceData
+	var dp *dataParallel
 	if spec.Kind == "gpu" {
 		lcfg.Backend = backend
 		if cfg.Train.Accumulate == 1 {
@@ -293,11 +294,26 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 			if err != nil {
 				return res, err
 			}
-			if devData, err = stepper.NewDeviceData(feats, labels, win.F, win.W); err != nil {
+			if n := len(spec.IDs); n > 1 {
+				// Several GPUs: each holds the dataset and a replica of the
+				// state; the batch's rows are split over them per step.
+				if cfg.Train.OnNonFinite == "rollback" {
+					return res, fmt.Errorf("train: --on-nonfinite rollback is not supported on several GPUs yet")
+				}
+				if cfg.Train.BatchSize%n != 0 {
+					return res, fmt.Errorf("train: batch size %d does not split over %d GPUs", cfg.Train.BatchSize, n)
+				}
+				if dp, err = newDataParallel(stepper, st, feats, labels, win, n, mean, std, norm); err != nil {
+					return res, err
+				}
+				lcfg.Backend = nil // rows are split on the host, then copied per device
+			} else if devData, err = stepper.NewDeviceData(feats, labels, win.F, win.W); err != nil {
 				return res, err
 			}
 			lcfg.RowOffsets = offs
-			fmt.Fprintf(out, "data     resident on the device: %d rows × %d features (%.0f MB)\n", len(labels), win.F, float64(len(feats))*4/1e6)
+			fmt.Fprintf(out, "data     resident on %d device(s): %d rows × %d features (%.0f MB each)\n", max(1, len(spec.IDs)), len(labels), win.F, float64(len(feats))*4/1e6)
+		} else if len(spec.IDs) > 1 {
+			return res, fmt.Errorf("train: several GPUs with gradient accumulation are not supported yet")
 		}
 	}
 	if rec != nil || opt.dataDelay > 0 {
@@ -386,7 +402,9 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 			}
 			t = end(rec, profile.Data, t)
 			var outp train.StepOut
-			if devData != nil {
+			if dp != nil {
+				outp, err = dp.step(lr, b.Rows)
+			} else if devData != nil {
 				outp, err = stepper.StepRows(st, lr, mean, std, devData, b.Rows)
 			} else {
 				outp, err = stepper.Step(st, lr, mean, std, b.X, b.Y)
