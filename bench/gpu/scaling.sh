@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Weak and strong scaling of gallop's data-parallel step at 1, 2 and 4 GPUs
+# (p50 step time from the profiler). See BENCHMARKS.md.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c
+N=$(nvidia-smi -L | wc -l)
+p50() { ./.dev/gallop profile "$(ls -td "$1"/*/ | head -1)" | grep -oE "p50 [0-9.]+ [µm]s" | head -1; }
+run() { # name ngpu args...
+  name=$1 n=$2; shift 2
+  ids=$(seq -s, 0 $((n-1)))
+  ./.dev/gallop train --quiet --events 100000 --eval-every 0 --checkpoint-every 0 --device gpu:$ids --runs-dir "$OUT/$name" "$@" > "$OUT/$name.log" 2>&1 || { tail -3 "$OUT/$name.log"; return; }
+  echo "$name gpus=$n $(p50 $OUT/$name)"
+}
+for n in 1 2 4; do
+  [ $n -le $N ] || continue
+  run deeplob-weak-$n $n --arch deeplob --window 100 --batch-size $((256*n)) --steps 200
+  run deeplob-strong-$n $n --arch deeplob --window 100 --batch-size 1024 --steps 200
+  run mlp-weak-$n $n --window 20 --hidden 4096,4096,4096,4096 --batch-size $((1024*n)) --steps 300
+  run mlp-strong-$n $n --window 20 --hidden 4096,4096,4096,4096 --batch-size 4096 --steps 300
+done
