@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gomlx/compute"
-	"github.com/gomlx/compute/gobackend"
 	"github.com/gomlx/go-xla/compute/xla"
 )
 
@@ -133,7 +133,7 @@ func Open(spec Spec, opt Options) (compute.Backend, Info, error) {
 	info := Info{Spec: spec.String()}
 	switch spec.Kind {
 	case "cpu":
-		be, err := gobackend.New("")
+		be, err := gocpu.New()
 		if err != nil {
 			return nil, info, fmt.Errorf("device: go backend: %w", err)
 		}

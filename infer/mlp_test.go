@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gomlx/compute/gobackend"
+	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 )
@@ -19,7 +19,7 @@ func gomlxForward(t *testing.T, m *Model, xs [][]float32) [][]float32 {
 	if raceEnabled {
 		t.Skip("GoMLX's Go backend fails checkptr under -race")
 	}
-	backend, err := gobackend.New("")
+	backend, err := gocpu.New()
 	if err != nil {
 		t.Fatal(err)
 	}

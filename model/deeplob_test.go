@@ -6,7 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/gomlx/compute/gobackend"
+	"github.com/gallop-dev/gallop/internal/gocpu"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 
@@ -38,7 +38,7 @@ func TestDeepLOBIndex(t *testing.T) {
 // TestDeepLOBImage checks the gather puts feature idx[c] of event t at
 // column c of row t.
 func TestDeepLOBImage(t *testing.T) {
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	m, err := NewDeepLOB(3, feature.Names, 3, DeepLOBConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func TestDeepLOBImage(t *testing.T) {
 // TestDeepLOBConvsMatchConvolve checks the matrix-product convolutions
 // against GoMLX's Convolve and MaxPool with TensorFlow's 'same' padding.
 func TestDeepLOBConvsMatchConvolve(t *testing.T) {
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	m, err := NewDeepLOB(9, feature.Names, 3, DeepLOBConfig{Conv: 4, Inception: 3, Hidden: 5})
 	if err != nil {
 		t.Fatal(err)

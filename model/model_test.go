@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
-	"github.com/gomlx/compute/gobackend"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -21,7 +21,7 @@ import (
 
 func newBackend(t testing.TB) compute.Backend {
 	t.Helper()
-	be, err := gobackend.New("")
+	be, err := gocpu.New()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/gomlx/compute/gobackend"
+	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/gallop-dev/gallop/model"
@@ -25,7 +25,7 @@ func BenchmarkStep(b *testing.B) {
 	} {
 		m, _ := model.NewMLP(c.w, c.f, c.hidden, 3)
 		b.Run(fmt.Sprintf("mlp-%v-batch%d", m.Layers, c.batch), func(b *testing.B) {
-			be, _ := gobackend.New("")
+			be, _ := gocpu.New()
 			s := NewStepper(be, m, DefaultOptimizer())
 			st := s.NewState(1)
 			r := rand.New(rand.NewPCG(1, 2))

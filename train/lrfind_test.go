@@ -4,7 +4,7 @@ import (
 	"math"
 	"testing"
 
-	"github.com/gomlx/compute/gobackend"
+	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gomlx/gomlx/core/tensors"
 )
 
@@ -34,7 +34,7 @@ func TestValleyAndSteepestOnAKnownCurve(t *testing.T) {
 
 func TestLRFindSweepsAndStopsOnDivergence(t *testing.T) {
 	f := newFixture(t)
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	s := NewStepper(be, f.m, DefaultOptimizer())
 	st := s.NewState(1)
 	x := tensors.FromShape(shapeF32(64, f.w.SampleSize()))

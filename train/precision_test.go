@@ -4,7 +4,7 @@ import (
 	"math"
 	"testing"
 
-	"github.com/gomlx/compute/gobackend"
+	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/gallop-dev/gallop/batch"
@@ -34,7 +34,7 @@ func overfit(t *testing.T, f *fixture, s *Stepper, steps int, lr float64) (float
 
 func TestMixedPrecisionTrains(t *testing.T) {
 	f := newFixture(t)
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	for _, p := range []Precision{BF16, FP16} {
 		s := NewStepper(be, f.m, DefaultOptimizer()).WithPrecision(p)
 		first, last, st := overfit(t, f, s, 60, 3e-3)
@@ -54,7 +54,7 @@ func TestMixedPrecisionTrains(t *testing.T) {
 // 1 (an overflow is not a NaN in the model), and training then proceeds.
 func TestFP16OverflowSkipsAndRescales(t *testing.T) {
 	f := newFixture(t)
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	s := NewStepper(be, f.m, DefaultOptimizer()).WithPrecision(FP16)
 	st := s.NewState(1)
 	st.Amp = tensors.FromFlatDataAndDimensions([]float32{1e30, 0}, 2)
@@ -98,7 +98,7 @@ func TestFP16OverflowSkipsAndRescales(t *testing.T) {
 // same update as one batch of 64.
 func TestAccumulationEqualsLargeBatch(t *testing.T) {
 	f := newFixture(t)
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	const B = 64
 	x := make([]float32, B*f.w.SampleSize())
 	y := make([]int32, B)
@@ -135,7 +135,7 @@ func TestAccumulationEqualsLargeBatch(t *testing.T) {
 
 func TestSGDMomentum(t *testing.T) {
 	f := newFixture(t)
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	for _, nesterov := range []bool{false, true} {
 		opt := Optimizer{Name: "sgd", Momentum: 0.9, Nesterov: nesterov}
 		s := NewStepper(be, f.m, opt)
@@ -164,7 +164,7 @@ func TestParsePrecision(t *testing.T) {
 // inside the step gives the same update as a batch gathered on the host.
 func TestStepRowsEqualsStep(t *testing.T) {
 	f := newFixture(t)
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	feats, labels, offs, err := f.w.Flat()
 	if err != nil {
 		t.Fatal(err)

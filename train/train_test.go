@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gomlx/compute/gobackend"
+	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/gallop-dev/gallop/batch"
@@ -81,7 +81,7 @@ func flat(t *testing.T, ts []*tensors.Tensor) [][]float32 {
 // weights and optimizer moments must be equal bit for bit.
 func TestResumeIsBitwiseIdentical(t *testing.T) {
 	f := newFixture(t)
-	be, err := gobackend.New("")
+	be, err := gocpu.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestResumeIsBitwiseIdentical(t *testing.T) {
 // previous one still loads and is the latest.
 func TestInterruptedSaveKeepsPreviousCheckpoint(t *testing.T) {
 	f := newFixture(t)
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	s := NewStepper(be, f.m, DefaultOptimizer())
 	st := s.NewState(1)
 	dir := t.TempDir()
@@ -186,7 +186,7 @@ func TestInterruptedSaveKeepsPreviousCheckpoint(t *testing.T) {
 
 func TestLossDecreases(t *testing.T) {
 	f := newFixture(t)
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	s := NewStepper(be, f.m, DefaultOptimizer())
 	st := s.NewState(1)
 	x := tensors.FromShape(shapeF32(64, f.w.SampleSize()))
@@ -212,7 +212,7 @@ func TestLossDecreases(t *testing.T) {
 
 func TestNonFiniteStepLeavesStateUnchanged(t *testing.T) {
 	f := newFixture(t)
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	s := NewStepper(be, f.m, DefaultOptimizer())
 	st := s.NewState(1)
 	before := flat(t, st.Params)

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gomlx/compute/gobackend"
+	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/gallop-dev/gallop/batch"
@@ -39,7 +39,7 @@ func newLoopKit(tb testing.TB, batchSize int) *loopKit {
 	w := &batch.Windows{Series: series, F: feature.Count, W: 10}
 	sp, _ := batch.TimeSplit(series, 10, 50, 50, 0.8)
 	nz := batch.FitNormalizer(w, sp.Train)
-	be, _ := gobackend.New("")
+	be, _ := gocpu.New()
 	m, _ := model.NewMLP(10, feature.Count, []int{128, 64}, 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	ld, err := batch.NewLoader(ctx, w, sp.Train, batch.NewSampler(len(sp.Train), 1, true), batch.LoaderConfig{BatchSize: batchSize, Prefetch: 4})

@@ -25,6 +25,7 @@ commands:
   data          ingest market-data files into a sharded dataset; inspect one
   lr-find       sweep the learning rate, plot loss against it, suggest one
   eval          evaluate a run's checkpoint on its validation split
+  serve         serve a model over live or recorded MBO events (DBN files, stdin, TCP)
   bench infer   latency of the exported model in the pure-Go engine
   profile       print the profile report and verdict of a run
   replay        re-run a recorded run and compare its curves step by step
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "profile":
 		err = cmdProfile(args[1:], stdout, stderr)
+	case "serve":
+		err = cmdServe(ctx, args[1:], stdout, stderr)
 	case "data":
 		err = cmdData(ctx, args[1:], stdout, stderr)
 	case "lr-find":

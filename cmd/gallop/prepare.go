@@ -26,13 +26,13 @@ type prepared struct {
 	files       []manifest.DataFile
 	manifestSHA string
 	close       func() error
-	series    []batch.Series
-	win       *batch.Windows
-	split     batch.Split
-	norm      batch.Normalizer
-	events    int
-	mean, std *tensors.Tensor
-	took      time.Duration
+	series      []batch.Series
+	win         *batch.Windows
+	split       batch.Split
+	norm        batch.Normalizer
+	events      int
+	mean, std   *tensors.Tensor
+	took        time.Duration
 }
 
 // prepareData builds the data of cfg: simulator → book → features →
