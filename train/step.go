@@ -144,6 +144,8 @@ type Stepper struct {
 	accExec   *Exec // accumulate one micro-batch
 	applyExec *Exec // apply the accumulated update
 	rowsExec  *Exec // fused step over a device-resident dataset
+	seqExec   *Exec // step over padded or packed sequences
+	seqPred   *Exec
 	pred      *Exec
 	nParams   int
 }
@@ -206,6 +208,15 @@ func (s *Stepper) fillAux(st *State) {
 // forwardBackward computes the loss and the unscaled float32 gradients of
 // the master weights ps, running the model in the compute precision.
 func (s *Stepper) forwardBackward(ps []*Node, amp, mean, std, x, y *Node) (loss *Node, grads []*Node, lossOK, gradsOK, gnorm, perParam *Node) {
+	return s.backward(ps, amp, func(cps []*Node, cmean, cstd, cx *Node) *Node {
+		return model.CrossEntropy(ConvertDType(s.model.Forward(cps, cmean, cstd, cx), dtypes.Float32), y)
+	}, mean, std, x)
+}
+
+// backward casts the master weights, normalisation and input to the compute
+// precision, evaluates lossOf on them (a float32 scalar), and returns the
+// loss and the unscaled float32 gradients with their finiteness.
+func (s *Stepper) backward(ps []*Node, amp *Node, lossOf func(cps []*Node, cmean, cstd, cx *Node) *Node, mean, std, x *Node) (loss *Node, grads []*Node, lossOK, gradsOK, gnorm, perParam *Node) {
 	dt := s.precision.dtype()
 	cps, cmean, cstd, cx := ps, mean, std, x
 	if dt != dtypes.Float32 {
@@ -215,8 +226,7 @@ func (s *Stepper) forwardBackward(ps []*Node, amp, mean, std, x, y *Node) (loss 
 		}
 		cmean, cstd, cx = ConvertDType(mean, dt), ConvertDType(std, dt), ConvertDType(x, dt)
 	}
-	logits := ConvertDType(s.model.Forward(cps, cmean, cstd, cx), dtypes.Float32)
-	loss = model.CrossEntropy(logits, y)
+	loss = lossOf(cps, cmean, cstd, cx)
 	if s.precision == FP16 {
 		scale := Reshape(Slice(amp, AxisElem(0)))
 		grads = Gradient(Mul(loss, scale), ps...)

@@ -42,11 +42,19 @@ type DataConfig struct {
 	// validates (and selects, with train.select_best), the rest tests.
 	ValFrac float64 `toml:"val_frac" json:"val_frac"`
 	Embargo int     `toml:"embargo" json:"embargo"` // rows skipped after the cut
+	// Sequences (model.layout padded or packed): events are cut at time
+	// buckets of SeqBucketMs, into sequences of at most SeqLen events.
+	SeqLen      int     `toml:"seq_len" json:"seq_len"`
+	SeqBucketMs float64 `toml:"seq_bucket_ms" json:"seq_bucket_ms"`
 }
 
 // ModelConfig chooses the model.
 type ModelConfig struct {
-	Arch   string `toml:"arch" json:"arch"`
+	Arch string `toml:"arch" json:"arch"`
+	// Layout, for gru and transformer: "" trains on fixed windows; "padded"
+	// or "packed" trains on variable-length sequences (data.seq_len,
+	// data.seq_bucket_ms) in that layout.
+	Layout string `toml:"layout" json:"layout"`
 	Hidden []int  `toml:"hidden" json:"hidden"`
 }
 
@@ -88,13 +96,15 @@ func DefaultConfig() Config {
 		Device:  "cpu",
 		RunsDir: "runs",
 		Data: DataConfig{
-			Source:    "sim",
-			Sim:       sim.DefaultConfig(),
-			Window:    10,
-			Horizon:   100,
-			Theta:     0.1,
-			TrainFrac: 0.8,
-			Embargo:   100,
+			Source:      "sim",
+			Sim:         sim.DefaultConfig(),
+			Window:      10,
+			Horizon:     100,
+			Theta:       0.1,
+			TrainFrac:   0.8,
+			Embargo:     100,
+			SeqLen:      64,
+			SeqBucketMs: 250,
 		},
 		Model: ModelConfig{Arch: "mlp", Hidden: []int{128, 64}},
 		Train: TrainConfig{
@@ -146,6 +156,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: train.batch_size = %d, want >= 1", t.BatchSize)
 	case t.LR <= 0:
 		return fmt.Errorf("config: train.lr = %g, want > 0", t.LR)
+	case c.Model.Layout != "" && c.Model.Arch != "gru" && c.Model.Arch != "transformer":
+		return fmt.Errorf("config: model.layout = %q needs a sequence model (gru or transformer), not %s", c.Model.Layout, c.Model.Arch)
+	case c.Model.Layout != "" && c.Model.Layout != "padded" && c.Model.Layout != "packed":
+		return fmt.Errorf("config: model.layout = %q: want padded or packed", c.Model.Layout)
+	case c.Model.Layout != "" && (d.SeqLen < 2 || d.SeqBucketMs <= 0):
+		return fmt.Errorf("config: data.seq_len = %d, data.seq_bucket_ms = %g: want >= 2 and > 0", d.SeqLen, d.SeqBucketMs)
 	case t.Accumulate < 1:
 		return fmt.Errorf("config: train.accumulate = %d, want >= 1", t.Accumulate)
 	case t.OnNonFinite != "stop" && t.OnNonFinite != "skip" && t.OnNonFinite != "rollback":
@@ -233,6 +249,8 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.Float64Var(&c.Data.ValFrac, "val-frac", c.Data.ValFrac, "with > 0: a validation block of this share after the training rows, then a test block")
 	fs.BoolVar(&c.Train.SelectBest, "select-best", c.Train.SelectBest, "keep and report the state with the best validation macro-F1 (early stopping)")
 	fs.IntVar(&c.Data.Embargo, "embargo", c.Data.Embargo, "rows skipped after the train/validation cut")
+	fs.StringVar(&c.Model.Layout, "layout", c.Model.Layout, "gru/transformer on variable-length sequences: padded or packed (default: fixed windows)")
+	fs.IntVar(&c.Data.SeqLen, "seq-len", c.Data.SeqLen, "longest sequence (events) with --layout; the transformer needs <= --window")
 	fs.StringVar(&c.Model.Arch, "arch", c.Model.Arch, "model: mlp, deeplob (Zhang et al. 2019), gru or transformer")
 	fs.Var(intList{&c.Model.Hidden}, "hidden", "hidden layer sizes, e.g. 256,128")
 	fs.IntVar(&c.Train.Steps, "steps", c.Train.Steps, "optimizer steps")

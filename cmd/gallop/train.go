@@ -273,6 +273,9 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	st := stepper.NewState(cfg.Seed)
 	mean, std := p.mean, p.std
 	sched, _ := train.ParseSchedule(cfg.Train.Schedule, cfg.Train.LR, int64(cfg.Train.Steps))
+	if cfg.Model.Layout != "" {
+		return trainSequences(ctx, cfg, p, m, stepper, st, man, dir, out, stderr, start)
+	}
 
 	var rec *profile.Recorder
 	if cfg.Train.Profile {
