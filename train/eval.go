@@ -49,25 +49,35 @@ func (e *Evaluator) Run(s *Stepper, st *State, mean, std *tensors.Tensor) (EvalR
 		if err != nil {
 			return EvalResult{}, fmt.Errorf("train: eval: %w", err)
 		}
-		tensors.MustConstFlatData(lg, func(l []float32) {
-			c := e.Classes
-			for j := 0; j < n; j++ {
-				row := l[j*c : (j+1)*c]
-				p, mx := 0, row[0]
-				for k := 1; k < c; k++ {
-					if row[k] > mx {
-						p, mx = k, row[k]
-					}
-				}
-				var z float64
-				for _, v := range row {
-					z += math.Exp(float64(v - mx))
-				}
-				nll += math.Log(z) - float64(row[e.y[j]]-mx)
-				conf.Add(int(e.y[j]), p)
-			}
-		})
+		tensors.MustConstFlatData(lg, func(l []float32) { nll += Score(l[:n*e.Classes], e.y[:n], conf) })
 		lg.FinalizeAll()
 	}
 	return EvalResult{Confusion: conf, LogLoss: nll / float64(len(e.Refs)), Samples: len(e.Refs)}, nil
+}
+
+// Score adds the prediction (argmax) of every logits row whose label is >= 0
+// to conf, and returns their summed negative log-likelihood. logits holds
+// len(labels) rows of len(conf.Counts) classes.
+func Score(logits []float32, labels []int32, conf *Confusion) float64 {
+	c := len(conf.Counts)
+	var nll float64
+	for i, y := range labels {
+		if y < 0 {
+			continue
+		}
+		row := logits[i*c : (i+1)*c]
+		p, mx := 0, row[0]
+		for k := 1; k < c; k++ {
+			if row[k] > mx {
+				p, mx = k, row[k]
+			}
+		}
+		var z float64
+		for _, v := range row {
+			z += math.Exp(float64(v - mx))
+		}
+		nll += math.Log(z) - float64(row[y]-mx)
+		conf.Add(int(y), p)
+	}
+	return nll
 }

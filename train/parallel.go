@@ -96,18 +96,13 @@ func (p *Parallel) Step(lr float64, mean, std []*tensors.Tensor, rows []*tensors
 	s := p.s
 	st0 := p.reps[0]
 	start := time.Now()
-	n := s.nParams
-	per := 3*n + 7
-	args := make([]any, 0, p.n*per)
+	args := make([]any, 0, p.n*(3*s.nParams+7))
 	for d, st := range p.reps {
-		var err error
-		devArgs, err := s.donateOn(make([]any, 0, per), st.Step, deviceNum(d), concat(st.Params, st.M, st.V, []*tensors.Tensor{st.Amp})...)
+		devArgs, err := s.stateArgs(st, lr, deviceNum(d), 5)
 		if err != nil {
 			return StepOut{}, err
 		}
-		amp := devArgs[len(devArgs)-1]
-		devArgs = append(devArgs[:len(devArgs)-1], s.hyper(st, lr), amp, mean[d], std[d], p.data[d].Features, p.data[d].Labels, rows[d])
-		args = append(args, devArgs...)
+		args = append(append(args, devArgs...), mean[d], std[d], p.data[d].Features, p.data[d].Labels, rows[d])
 	}
 	outs, err := p.exec.Call(args...)
 	if err != nil {
@@ -116,16 +111,10 @@ func (p *Parallel) Step(lr float64, mean, std []*tensors.Tensor, rows []*tensors
 	nout := len(outs) / p.n
 	var out StepOut
 	for d, st := range p.reps {
-		o := outs[d*nout : (d+1)*nout]
-		copy(st.Params, o[:n])
-		copy(st.M, o[n:2*n])
-		copy(st.V, o[2*n:3*n])
-		st.Amp = o[3*n]
+		o := s.unpack(st, outs[d*nout:(d+1)*nout], lr, start)
 		if d == 0 {
-			out = StepOut{Step: st.Step, LR: lr, Start: start, Applied: true, Loss: o[3*n+1], GradNorm: o[3*n+2],
-				Finite: o[3*n+3], ParamFinite: o[3*n+4], Skipped: o[3*n+5]}
+			out = o
 		}
-		st.Step++
 	}
 	return out, nil
 }

@@ -70,24 +70,7 @@ func (s *Stepper) StepSeq(st *State, lr float64, mean, std, x, seg, y *tensors.T
 			return sm.ForwardSeq(in[:n], in[n], in[n+1], in[n+2], in[n+3])
 		}).WithName("predict_seq")
 	}
-	args, err := s.donate(make([]any, 0, 3*n+7), st.Step, concat(st.Params, st.M, st.V, []*tensors.Tensor{st.Amp})...)
-	if err != nil {
-		return StepOut{}, err
-	}
-	amp := args[len(args)-1]
-	args = append(args[:len(args)-1], s.hyper(st, lr), amp, mean, std, x, seg, y)
-	outs, err := s.seqExec.Call(args...)
-	if err != nil {
-		return StepOut{}, fmt.Errorf("train: step %d: %w", st.Step, err)
-	}
-	copy(st.Params, outs[:n])
-	copy(st.M, outs[n:2*n])
-	copy(st.V, outs[2*n:3*n])
-	st.Amp = outs[3*n]
-	out := StepOut{Step: st.Step, LR: lr, Start: start, Applied: true, Loss: outs[3*n+1], GradNorm: outs[3*n+2],
-		Finite: outs[3*n+3], ParamFinite: outs[3*n+4], Skipped: outs[3*n+5]}
-	st.Step++
-	return out, nil
+	return s.runFused(s.seqExec, st, lr, start, mean, std, x, seg, y)
 }
 
 // PredictSeq returns the logits [B, T, C] of a sequence batch.

@@ -417,25 +417,7 @@ func (s *Stepper) Step(st *State, lr float64, mean, std, x, y *tensors.Tensor) (
 	n := s.nParams
 	s.fillAux(st)
 	if s.accum == 1 {
-		args, err := s.donate(make([]any, 0, 3*n+6), st.Step, concat(st.Params, st.M, st.V, []*tensors.Tensor{st.Amp})...)
-		if err != nil {
-			return StepOut{}, err
-		}
-		// Amp went in last among the donated: move it after hyper.
-		amp := args[len(args)-1]
-		args = append(args[:len(args)-1], s.hyper(st, lr), amp, mean, std, x, y)
-		outs, err := s.exec.Call(args...)
-		if err != nil {
-			return StepOut{}, fmt.Errorf("train: step %d: %w", st.Step, err)
-		}
-		copy(st.Params, outs[:n])
-		copy(st.M, outs[n:2*n])
-		copy(st.V, outs[2*n:3*n])
-		st.Amp = outs[3*n]
-		out := StepOut{Step: st.Step, LR: lr, Start: start, Applied: true, Loss: outs[3*n+1], GradNorm: outs[3*n+2],
-			Finite: outs[3*n+3], ParamFinite: outs[3*n+4], Skipped: outs[3*n+5]}
-		st.Step++
-		return out, nil
+		return s.runFused(s.exec, st, lr, start, mean, std, x, y)
 	}
 
 	// Accumulate this micro-batch.
@@ -482,6 +464,45 @@ func (s *Stepper) Step(st *State, lr float64, mean, std, x, y *tensors.Tensor) (
 	st.Micro = 0
 	st.Step++
 	return out, nil
+}
+
+// stateArgs donates st's state on device dev and returns the leading
+// arguments of every fused step graph: params, m, v, hyper, amp.
+func (s *Stepper) stateArgs(st *State, lr float64, dev compute.DeviceNum, extra int) ([]any, error) {
+	args, err := s.donateOn(make([]any, 0, 3*s.nParams+2+extra), st.Step, dev, concat(st.Params, st.M, st.V, []*tensors.Tensor{st.Amp})...)
+	if err != nil {
+		return nil, err
+	}
+	amp := args[len(args)-1] // donated last; the graphs take it after hyper
+	return append(args[:len(args)-1], s.hyper(st, lr), amp), nil
+}
+
+// unpack moves a fused step's outputs (params, m, v, amp, loss, grad norm,
+// finite, per-parameter finite, skipped) into st and returns the StepOut.
+func (s *Stepper) unpack(st *State, outs []*tensors.Tensor, lr float64, start time.Time) StepOut {
+	n := s.nParams
+	copy(st.Params, outs[:n])
+	copy(st.M, outs[n:2*n])
+	copy(st.V, outs[2*n:3*n])
+	st.Amp = outs[3*n]
+	out := StepOut{Step: st.Step, LR: lr, Start: start, Applied: true, Loss: outs[3*n+1], GradNorm: outs[3*n+2],
+		Finite: outs[3*n+3], ParamFinite: outs[3*n+4], Skipped: outs[3*n+5]}
+	st.Step++
+	return out
+}
+
+// runFused runs one of the fused step graphs (plain, rows, sequences) on
+// device 0: state arguments, then tail.
+func (s *Stepper) runFused(exec *Exec, st *State, lr float64, start time.Time, tail ...any) (StepOut, error) {
+	args, err := s.stateArgs(st, lr, 0, len(tail))
+	if err != nil {
+		return StepOut{}, err
+	}
+	outs, err := exec.Call(append(args, tail...)...)
+	if err != nil {
+		return StepOut{}, fmt.Errorf("train: step %d: %w", st.Step, err)
+	}
+	return s.unpack(st, outs, lr, start), nil
 }
 
 func concat(groups ...[]*tensors.Tensor) []*tensors.Tensor {
@@ -553,27 +574,9 @@ func (s *Stepper) StepRows(st *State, lr float64, mean, std *tensors.Tensor, dat
 		return StepOut{}, fmt.Errorf("train: StepRows does not support gradient accumulation yet")
 	}
 	start := time.Now()
-	n := s.nParams
 	s.fillAux(st)
 	if s.rowsExec == nil {
 		s.rowsExec = MustNewExec(s.backend, s.rowsGraph(data.Window)).WithName("train_step_rows")
 	}
-	args, err := s.donate(make([]any, 0, 3*n+7), st.Step, concat(st.Params, st.M, st.V, []*tensors.Tensor{st.Amp})...)
-	if err != nil {
-		return StepOut{}, err
-	}
-	amp := args[len(args)-1]
-	args = append(args[:len(args)-1], s.hyper(st, lr), amp, mean, std, data.Features, data.Labels, rows)
-	outs, err := s.rowsExec.Call(args...)
-	if err != nil {
-		return StepOut{}, fmt.Errorf("train: step %d: %w", st.Step, err)
-	}
-	copy(st.Params, outs[:n])
-	copy(st.M, outs[n:2*n])
-	copy(st.V, outs[2*n:3*n])
-	st.Amp = outs[3*n]
-	out := StepOut{Step: st.Step, LR: lr, Start: start, Applied: true, Loss: outs[3*n+1], GradNorm: outs[3*n+2],
-		Finite: outs[3*n+3], ParamFinite: outs[3*n+4], Skipped: outs[3*n+5]}
-	st.Step++
-	return out, nil
+	return s.runFused(s.rowsExec, st, lr, start, mean, std, data.Features, data.Labels, rows)
 }

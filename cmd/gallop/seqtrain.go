@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -166,37 +165,11 @@ func (r *seqRun) eval(ctx context.Context, valSeqs []batch.Seq) (train.EvalResul
 		if err != nil {
 			return train.EvalResult{}, err
 		}
-		tensors.MustConstFlatData(lg, func(l []float32) { nll += scoreLabelled(l, b.Labels, conf) })
+		tensors.MustConstFlatData(lg, func(l []float32) { nll += train.Score(l, b.Labels, conf) })
 		lg.FinalizeAll()
 	}
 	n := conf.Total()
 	return train.EvalResult{Confusion: conf, LogLoss: nll / float64(max(n, 1)), Samples: int(n)}, nil
-}
-
-// scoreLabelled adds the prediction at every labelled position of logits
-// [B, T, C] to conf and returns the summed negative log-likelihood.
-func scoreLabelled(l []float32, labels []int32, conf *train.Confusion) float64 {
-	c := len(conf.Counts)
-	var nll float64
-	for i, y := range labels {
-		if y < 0 {
-			continue
-		}
-		row := l[i*c : (i+1)*c]
-		p, mx := 0, row[0]
-		for k := 1; k < c; k++ {
-			if row[k] > mx {
-				p, mx = k, row[k]
-			}
-		}
-		var z float64
-		for _, v := range row {
-			z += math.Exp(float64(v - mx))
-		}
-		nll += math.Log(z) - float64(row[y]-mx)
-		conf.Add(int(y), p)
-	}
-	return nll
 }
 
 // trainSequences is gallop train's path for --layout padded|packed.
