@@ -54,19 +54,40 @@ type Spec struct {
 	Layers     []int  `json:"layers,omitempty"`
 	Activation string `json:"activation,omitempty"`
 
+	// Arch "gru": Hidden is the state size. Arch "deeplob": Hidden is the
+	// LSTM's units, Conv the channels of the convolution blocks, Inception
+	// those of each inception branch, and BookIndex the positions among
+	// Features of the 40 book columns (model.DeepLOBIndex).
+	Hidden    int   `json:"hidden,omitempty"`
+	Conv      int   `json:"conv,omitempty"`
+	Inception int   `json:"inception,omitempty"`
+	BookIndex []int `json:"book_index,omitempty"`
+
+	// Arch "transformer": DModel is the model width, Heads the attention
+	// heads (dividing DModel), Blocks the transformer blocks and FF the
+	// width of each block's MLP. Window is also the number of learned
+	// positions.
+	DModel int `json:"d_model,omitempty"`
+	Heads  int `json:"heads,omitempty"`
+	Blocks int `json:"blocks,omitempty"`
+	FF     int `json:"ff,omitempty"`
+
 	WeightsFile   string `json:"weights_file"`
 	WeightsSHA256 string `json:"weights_sha256"`
 }
 
 // Model is a loaded export: its Spec and weights. All slices are row-major.
 //
-// For Arch "mlp", Mean and Std (length F) normalise each feature as
-// (x-Mean[f])/Std[f]; W[l] has shape [Layers[l], Layers[l+1]] and B[l] has
-// length Layers[l+1].
+// Mean and Std (length F) normalise each feature as (x-Mean[f])/Std[f].
+// For Arch "mlp", W[l] has shape [Layers[l], Layers[l+1]] and B[l] has
+// length Layers[l+1]. For the other architectures, Weights holds the trained
+// parameters in the order, with the names and shapes, of the model
+// package's Params (see ParamShapes and FromParams).
 type Model struct {
 	Spec
 	Mean, Std []float32
 	W, B      [][]float32
+	Weights   [][]float32
 }
 
 // tensorSpec is one tensor an architecture stores.
@@ -100,10 +121,12 @@ func (m *Model) tensors() ([]tensorSpec, error) {
 				tensorSpec{"dense" + strconv.Itoa(l) + ".b", []int{o}, &m.B[l]})
 		}
 		return out, nil
+	case ArchGRU, ArchDeepLOB, ArchTransformer:
+		return m.seqTensors(out)
 	case "":
 		return nil, errors.New("arch is not set")
 	}
-	return nil, fmt.Errorf("arch %q is not supported (supported: %s)", s.Arch, ArchMLP)
+	return nil, fmt.Errorf("arch %q is not supported (supported: %s)", s.Arch, supportedArchs)
 }
 
 // check checks the architecture-independent parts of s and its
@@ -138,10 +161,12 @@ func (s *Spec) check() error {
 		if s.Activation != ActivationReLU {
 			return fmt.Errorf("activation %q is not supported (supported: %s)", s.Activation, ActivationReLU)
 		}
+	case ArchGRU, ArchDeepLOB, ArchTransformer:
+		return s.checkSeq()
 	case "":
 		return errors.New("arch is not set")
 	default:
-		return fmt.Errorf("arch %q is not supported (supported: %s)", s.Arch, ArchMLP)
+		return fmt.Errorf("arch %q is not supported (supported: %s)", s.Arch, supportedArchs)
 	}
 	return nil
 }
@@ -283,6 +308,8 @@ func load(dir string) (*Model, error) {
 	if s.Arch == ArchMLP {
 		m.W = make([][]float32, len(s.Layers)-1)
 		m.B = make([][]float32, len(s.Layers)-1)
+	} else if ps, err := s.ParamShapes(); err == nil {
+		m.Weights = make([][]float32, len(ps))
 	}
 	ts, err := m.tensors()
 	if err != nil {

@@ -182,8 +182,8 @@ func TestLoadRefuses(t *testing.T) {
 			editSpec(t, dir, func(js map[string]any) { js["format"] = "onnx" })
 		}, []string{`format "onnx" is not a gallop model export`}},
 		{"unknown arch", func(t *testing.T, dir string, m *Model) {
-			editSpec(t, dir, func(js map[string]any) { js["arch"] = "transformer" })
-		}, []string{`arch "transformer" is not supported`}},
+			editSpec(t, dir, func(js map[string]any) { js["arch"] = "lstm" })
+		}, []string{`arch "lstm" is not supported`}},
 		{"inconsistent layers", func(t *testing.T, dir string, m *Model) {
 			editSpec(t, dir, func(js map[string]any) { js["window"] = 10 })
 		}, []string{"layers[0] = 880", "10 × 44 = 440"}},
