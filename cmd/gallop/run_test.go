@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gallop-dev/gallop/batch"
+	"github.com/gallop-dev/gallop/infer"
 	"github.com/gallop-dev/gallop/manifest"
 	"github.com/gallop-dev/gallop/profile"
 	"github.com/gallop-dev/gallop/train"
@@ -370,8 +371,8 @@ func TestTrainOnShards(t *testing.T) {
 }
 
 // TestOtherArchitectures trains each sequence architecture briefly end to
-// end: the run completes, checkpoints, and (not being an MLP) exports
-// nothing for the pure-Go engine.
+// end: the run completes, checkpoints, and exports a model the pure-Go
+// engine loads and streams.
 func TestOtherArchitectures(t *testing.T) {
 	for _, arch := range []string{"gru", "transformer", "deeplob"} {
 		c := tinyConfig(t)
@@ -386,8 +387,21 @@ func TestOtherArchitectures(t *testing.T) {
 		if !strings.Contains(out.String(), "model    "+arch) || res.Accuracy <= 0 {
 			t.Errorf("%s: output\n%s", arch, out.String())
 		}
-		if _, err := os.Stat(filepath.Join(res.RunDir, "export")); err == nil {
-			t.Errorf("%s: exported for the MLP engine", arch)
+		im, err := infer.Load(filepath.Join(res.RunDir, "export"))
+		if err != nil || im.Arch != arch {
+			t.Fatalf("%s: export: %v", arch, err)
+		}
+		eng, err := infer.NewStreamer(im, infer.ModeWindow)
+		if err != nil {
+			t.Fatalf("%s: engine: %v", arch, err)
+		}
+		logits := make([]float32, 3)
+		ready := false
+		for i := 0; i < c.Data.Window; i++ {
+			ready = eng.Push(make([]float32, len(im.Features)), logits)
+		}
+		if !ready {
+			t.Errorf("%s: stream not ready after a window of events", arch)
 		}
 		if ck, _ := train.LatestCheckpoint(filepath.Join(res.RunDir, "checkpoints")); ck == "" {
 			t.Errorf("%s: no checkpoint", arch)

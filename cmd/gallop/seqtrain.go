@@ -208,6 +208,9 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 	man.Outcome.Metrics = manifest.Metrics{"val_accuracy": res.Accuracy, "val_macro_f1": res.MacroF1, "val_log_loss": ev.LogLoss,
 		"baseline_accuracy": res.BaseAcc, "baseline_macro_f1": res.BaseMacroF1}
 	man.Outcome.Checkpoint = ckpt
+	if man.Outcome.Export, err = exportModel(dir, m, st, p.norm, cfg); err != nil {
+		return res, err
+	}
 	res.Wall = time.Since(start)
 	fmt.Fprintf(out, "\nvalidation (%d labelled positions, horizon %d events)\n", ev.Samples, cfg.Data.Horizon)
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f  log-loss %.4f\n", "model", res.Accuracy, res.MacroF1, ev.LogLoss)

@@ -544,13 +544,9 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 
 	// Export for the pure-Go engine.
 	t2 := time.Now()
-	// The pure-Go engine serves MLPs; other architectures keep their
-	// checkpoint (streaming forms of GRU, LSTM and DeepLOB are issue 8).
-	var exp string
-	if mlp, ok := m.(*model.MLP); ok {
-		if exp, err = exportModel(dir, mlp, st, norm, cfg); err != nil {
-			return res, err
-		}
+	exp, err := exportModel(dir, m, st, norm, cfg)
+	if err != nil {
+		return res, err
 	}
 	exportTime := time.Since(t2)
 
@@ -588,7 +584,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	}
 	fmt.Fprintf(out, "run      %s\n", dir)
 	fmt.Fprintf(out, "\nnext     ")
-	if exp != "" {
+	if m.Arch() == "mlp" {
 		fmt.Fprintf(out, "gallop bench infer %s\n         ", dir)
 	}
 	fmt.Fprintf(out, "gallop profile %s\n         gallop replay %s\n", dir, dir)
@@ -699,33 +695,38 @@ func writeProfile(dir string, rec *profile.Recorder, rep *profile.Report, phases
 	return atomicfile.Write(filepath.Join(dir, "trace.json"), 0o644, rec.WriteTrace)
 }
 
-func exportModel(dir string, m *model.MLP, st *train.State, norm batch.Normalizer, cfg Config) (string, error) {
-	im := &infer.Model{
-		Spec: infer.Spec{
-			Arch:       infer.ArchMLP,
-			Window:     m.W,
-			Features:   feature.Names,
-			Classes:    feature.ClassNames,
-			Layers:     m.Layers,
-			Activation: infer.ActivationReLU,
-			Meta: map[string]string{
-				"horizon": fmt.Sprint(cfg.Data.Horizon), "theta_ticks": fmt.Sprint(cfg.Data.Theta),
-				"step": fmt.Sprint(st.Step), "source": cfg.Data.Source,
-			},
+func exportModel(dir string, m model.Model, st *train.State, norm batch.Normalizer, cfg Config) (string, error) {
+	spec := infer.Spec{
+		Arch:     m.Arch(),
+		Window:   cfg.Data.Window,
+		Features: feature.Names,
+		Classes:  feature.ClassNames,
+		Meta: map[string]string{
+			"horizon": fmt.Sprint(cfg.Data.Horizon), "theta_ticks": fmt.Sprint(cfg.Data.Theta),
+			"step": fmt.Sprint(st.Step), "source": cfg.Data.Source,
 		},
-		Mean: norm.Mean, Std: norm.Std,
 	}
-	for i := 0; i < len(st.Params); i += 2 {
-		w, err := tensors.CopyFlatData[float32](st.Params[i])
+	switch mm := m.(type) {
+	case *model.MLP:
+		spec.Layers, spec.Activation = mm.Layers, infer.ActivationReLU
+	case *model.GRU:
+		spec.Hidden = mm.H
+	case *model.DeepLOB:
+		spec.Hidden, spec.Conv, spec.Inception, spec.BookIndex = mm.Hidden, mm.Conv, mm.Inception, mm.Index
+	case *model.Transformer:
+		spec.DModel, spec.Heads, spec.Blocks, spec.FF = mm.D, mm.Heads, mm.Layers, mm.FF
+	}
+	var ps []infer.Param
+	for i, p := range m.Params() {
+		data, err := tensors.CopyFlatData[float32](st.Params[i])
 		if err != nil {
 			return "", err
 		}
-		b, err := tensors.CopyFlatData[float32](st.Params[i+1])
-		if err != nil {
-			return "", err
-		}
-		im.W = append(im.W, w)
-		im.B = append(im.B, b)
+		ps = append(ps, infer.Param{Name: p.Name, Shape: p.Shape, Data: data})
+	}
+	im, err := infer.FromParams(spec, norm.Mean, norm.Std, ps)
+	if err != nil {
+		return "", fmt.Errorf("export: %w", err)
 	}
 	p := filepath.Join(dir, "export")
 	if err := os.MkdirAll(p, 0o755); err != nil {
