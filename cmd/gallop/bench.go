@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"time"
 
@@ -60,13 +61,16 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("bench infer: %w", err)
 	}
-	eng, err := infer.NewMLP(m)
-	if err != nil {
-		return fmt.Errorf("bench infer: %w", err)
-	}
 	inputs, err := benchInputs(m, 20_000)
 	if err != nil {
 		return err
+	}
+	if m.Arch != infer.ArchMLP {
+		return benchStreamer(stdout, m, dir, inputs, *n)
+	}
+	eng, err := infer.NewMLP(m)
+	if err != nil {
+		return fmt.Errorf("bench infer: %w", err)
 	}
 	r := infer.Bench(eng.NewStream(), inputs, *n)
 	fmt.Fprintf(stdout, "model    %s %v, window %d × %d features, from %s\n", m.Arch, m.Layers, m.Window, len(m.Features), dir)
@@ -168,6 +172,38 @@ func cmdProfile(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprint(stdout, rep.String())
+	return nil
+}
+
+// benchStreamer times Push of a sequence model's streaming engine (window
+// mode: the exact equivalent of the training forward) event by event.
+func benchStreamer(stdout io.Writer, m *infer.Model, dir string, inputs [][]float32, n int) error {
+	eng, err := infer.NewStreamer(m, infer.ModeWindow)
+	if err != nil {
+		return fmt.Errorf("bench infer: %w", err)
+	}
+	logits := make([]float32, len(m.Classes))
+	for i := 0; i < m.Window+1000; i++ {
+		eng.Push(inputs[i%len(inputs)], logits)
+	}
+	lat := make([]time.Duration, n)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	t0 := time.Now()
+	for i := range lat {
+		t := time.Now()
+		eng.Push(inputs[i%len(inputs)], logits)
+		lat[i] = time.Since(t)
+	}
+	el := time.Since(t0)
+	runtime.ReadMemStats(&after)
+	slices.Sort(lat)
+	q := func(f float64) time.Duration { return lat[min(len(lat)-1, int(f*float64(len(lat))))] }
+	fmt.Fprintf(stdout, "model    %s, window %d × %d features, from %s\n", m.Arch, m.Window, len(m.Features), dir)
+	fmt.Fprintf(stdout, "engine   pure Go, one core, %d events, window mode (equals the training forward)\n", n)
+	fmt.Fprintf(stdout, "  per event   p50 %v  p99 %v  p99.9 %v\n", q(0.5), q(0.99), q(0.999))
+	fmt.Fprintf(stdout, "  throughput  %.0f events/s\n", float64(n)/el.Seconds())
+	fmt.Fprintf(stdout, "  allocations %.3g per event\n", float64(after.Mallocs-before.Mallocs)/float64(n))
 	return nil
 }
 

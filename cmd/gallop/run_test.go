@@ -403,6 +403,10 @@ func TestOtherArchitectures(t *testing.T) {
 		if !ready {
 			t.Errorf("%s: stream not ready after a window of events", arch)
 		}
+		var bout bytes.Buffer
+		if code := run(context.Background(), []string{"bench", "infer", "-n", "200", res.RunDir}, &bout, &bout); code != 0 || !strings.Contains(bout.String(), "allocations 0 per event") {
+			t.Errorf("%s: bench infer exit %d:\n%s", arch, code, bout.String())
+		}
 		if ck, _ := train.LatestCheckpoint(filepath.Join(res.RunDir, "checkpoints")); ck == "" {
 			t.Errorf("%s: no checkpoint", arch)
 		}

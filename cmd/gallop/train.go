@@ -584,9 +584,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	}
 	fmt.Fprintf(out, "run      %s\n", dir)
 	fmt.Fprintf(out, "\nnext     ")
-	if m.Arch() == "mlp" {
-		fmt.Fprintf(out, "gallop bench infer %s\n         ", dir)
-	}
+	fmt.Fprintf(out, "gallop bench infer %s\n         ", dir)
 	fmt.Fprintf(out, "gallop profile %s\n         gallop replay %s\n", dir, dir)
 	return res, nil
 }
