@@ -206,5 +206,3 @@ func benchStreamer(stdout io.Writer, m *infer.Model, dir string, inputs [][]floa
 	fmt.Fprintf(stdout, "  allocations %.3g per event\n", float64(after.Mallocs-before.Mallocs)/float64(n))
 	return nil
 }
-
-func simResolved(c sim.Config) sim.Config { return sim.Resolved(c) }

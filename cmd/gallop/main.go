@@ -123,5 +123,3 @@ func si(v float64) string {
 	}
 	return fmt.Sprintf("%.0f", v)
 }
-
-func float32bits(f float32) uint32 { return math.Float32bits(f) }

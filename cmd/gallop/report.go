@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/gallop-dev/gallop/data/sim"
 	"github.com/gallop-dev/gallop/device"
 	"github.com/gallop-dev/gallop/internal/atomicfile"
 	"github.com/gallop-dev/gallop/internal/plot"
@@ -176,7 +177,7 @@ func cmdLRFind(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	cfg.Data.Sim = simResolved(cfg.Data.Sim)
+	cfg.Data.Sim = sim.Resolved(cfg.Data.Sim)
 	cfg.Data.Sim.Seed = cfg.Seed
 	spec, err := device.Parse(cfg.Device)
 	if err != nil {

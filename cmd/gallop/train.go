@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/gallop-dev/gallop/batch"
 	"github.com/gallop-dev/gallop/data/feature"
+	"github.com/gallop-dev/gallop/data/sim"
 	"github.com/gallop-dev/gallop/device"
 	"github.com/gallop-dev/gallop/guard"
 	"github.com/gallop-dev/gallop/infer"
@@ -134,7 +136,7 @@ func seriesFiles(series []batch.Series) []manifest.DataFile {
 		h := sha256.New()
 		var buf [8]byte
 		for _, v := range s.Features {
-			binary.LittleEndian.PutUint32(buf[:4], float32bits(v))
+			binary.LittleEndian.PutUint32(buf[:4], math.Float32bits(v))
 			h.Write(buf[:4])
 		}
 		for _, v := range s.Labels {
@@ -174,7 +176,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		return res, err
 	}
 	man.RunID = filepath.Base(dir)
-	cfg.Data.Sim = simResolved(cfg.Data.Sim)
+	cfg.Data.Sim = sim.Resolved(cfg.Data.Sim)
 	cfg.Data.Sim.Seed = cfg.Seed
 	if err := man.SetConfig(cfg); err != nil {
 		return res, err
