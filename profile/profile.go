@@ -333,6 +333,10 @@ type Recorder struct {
 	slowExcess int64
 	slowCompN  int64 // slow steps with a compilation, and their excess
 	slowCompEx int64
+	// slow steps that did planned work (eval, checkpoint), which their own
+	// phases account for, and their excess
+	slowPlanN  int64
+	slowPlanEx int64
 	kinds      [maxKinds]string
 	kindCount  [maxKinds + 1]int64 // last: slow steps with nothing coincident
 	nkinds     int
@@ -591,6 +595,9 @@ func (p *Recorder) flagSlow(r *stepRec, wall, med int64) {
 	if r.compiles > 0 || r.phase[Compile] > 0 {
 		p.slowCompN++
 		p.slowCompEx += wall - med
+	} else if r.phase[Eval] > 0 || r.phase[Checkpoint] > 0 {
+		p.slowPlanN++
+		p.slowPlanEx += wall - med
 	}
 	p.tl.last().slow++
 

@@ -195,11 +195,36 @@ func TestSlowSteps(t *testing.T) {
 	if got := kinds(r); !slices.Equal(got, []string{"slow-steps"}) {
 		t.Fatalf("findings %v, want [slow-steps]", got)
 	}
+	// Step 75 checkpointed: listed above, but planned work that the
+	// checkpoint phase accounts for, so not part of the finding.
 	msg := r.Findings[0].Message
-	for _, want := range []string{"3 of 290 steps", "40 (5.02 ms, gc", "75 (4.02 ms, ", "120 (3.02 ms"} {
+	for _, want := range []string{"2 of 290 steps", "40 (5.02 ms, gc", "120 (3.02 ms"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q lacks %q", msg, want)
 		}
+	}
+	if strings.Contains(msg, "75 (") {
+		t.Errorf("message %q lists the checkpoint step", msg)
+	}
+}
+
+// TestPlannedWorkIsNotAFinding: a long checkpoint at the end of an
+// otherwise steady run is neither a slow-steps finding nor throughput drift.
+func TestPlannedWorkIsNotAFinding(t *testing.T) {
+	clk := newClock()
+	p := New(Config{Now: clk.Now})
+	simulate(p, clk, 400, func(i int) phases {
+		return phases{data: 10 * time.Microsecond, device: time.Millisecond}
+	}, func(i int) {
+		if i == 399 {
+			t := p.Start()
+			clk.Advance(2 * time.Second)
+			p.End(Checkpoint, t)
+		}
+	})
+	r := p.Report()
+	if len(r.Findings) != 0 || r.SlowCount != 1 {
+		t.Fatalf("findings %v (slow %d), want none for a final checkpoint\n%s", kinds(r), r.SlowCount, r)
 	}
 }
 

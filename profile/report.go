@@ -334,8 +334,10 @@ func (p *Recorder) detect(rep *Report, a *accum) []Finding {
 		add("recompile-storm", ratioOf(float64(a.compileNs), float64(a.wall)), "%s; pad or bucket shapes so the compiled step is reused", msg)
 	}
 
-	// Slow steps explained by a recompilation storm are left to that finding.
-	slowN, slowEx, skipCompile := p.slowCount, p.slowExcess, storm
+	// Slow steps explained by a recompilation storm are left to that
+	// finding; steps that evaluated or checkpointed did planned work that the
+	// eval and checkpoint phases report, so they are listed but not a finding.
+	slowN, slowEx, skipCompile := p.slowCount-p.slowPlanN, p.slowExcess-p.slowPlanEx, storm
 	if skipCompile {
 		slowN -= p.slowCompN
 		slowEx -= p.slowCompEx
@@ -345,6 +347,9 @@ func (p *Recorder) detect(rep *Report, a *accum) []Finding {
 		i := 0
 		for _, s := range rep.SlowSteps {
 			if skipCompile && slices.Contains(s.Coincident, "compile") {
+				continue
+			}
+			if !slices.Contains(s.Coincident, "compile") && (slices.Contains(s.Coincident, "eval") || slices.Contains(s.Coincident, "checkpoint")) {
 				continue
 			}
 			if i == 10 {
@@ -376,7 +381,9 @@ func (p *Recorder) detect(rep *Report, a *accum) []Finding {
 }
 
 // drift returns the throughput of the first and last quarters of the steady
-// steps, in samples/s (steps/s when no samples were counted).
+// steps, in samples/s (steps/s when no samples were counted), leaving out the
+// time spent in evaluation, checkpoints and compilation (planned work, not a
+// slowdown of the step).
 func (p *Recorder) drift() (first, last float64, unit string, ok bool) {
 	b := p.tl.b
 	var total, samples int64
@@ -397,7 +404,11 @@ func (p *Recorder) drift() (first, last float64, unit string, ok bool) {
 				n += bs[i].steps
 			}
 		}
-		return ratioOf(float64(n), float64(bs[len(bs)-1].end-bs[0].start)) * 1e9
+		span := float64(bs[len(bs)-1].end - bs[0].start)
+		for i := range bs {
+			span -= float64(bs[i].phase[Eval] + bs[i].phase[Checkpoint] + bs[i].phase[Compile])
+		}
+		return ratioOf(float64(n), span) * 1e9
 	}
 	if samples == 0 {
 		unit = "steps/s"
