@@ -126,6 +126,9 @@ type Options struct {
 	// Plugin is an explicit path to a PJRT plugin (.so); it wins over
 	// $GALLOP_PJRT_PLUGIN and the search.
 	Plugin string
+	// NoTF32 makes XLA compute float32 matmuls in full float32 instead of
+	// TF32 on the tensor cores (its default on Ampere and later).
+	NoTF32 bool
 }
 
 // Open returns the backend for spec.
@@ -153,6 +156,9 @@ func Open(spec Spec, opt Options) (compute.Backend, Info, error) {
 			os.Setenv("GOPJRT_CUDA_CHECKS", "0")
 		}
 		cfg := plugin
+		if opt.NoTF32 {
+			cfg += ",tf32=false"
+		}
 		if len(spec.IDs) > 0 {
 			ids := make([]string, len(spec.IDs))
 			for i, id := range spec.IDs {

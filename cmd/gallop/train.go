@@ -60,6 +60,8 @@ type trainOptions struct {
 	dataDelay time.Duration
 	// lrFind runs the learning-rate finder first and trains at its valley.
 	lrFind bool
+	// noTF32 asks XLA for full-float32 matmuls on GPUs.
+	noTF32 bool
 }
 
 // maxRollbacks bounds on_nonfinite = "rollback": a fault that survives this
@@ -73,6 +75,7 @@ func cmdTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&o.configPath, "config", "", "TOML config file (see examples/run.toml)")
 		fs.StringVar(&o.plugin, "pjrt-plugin", "", "path of the XLA PJRT plugin for --device gpu (default: search)")
 		fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
+		fs.BoolVar(&o.noTF32, "no-tf32", false, "GPU: full float32 matmuls instead of TF32 (XLA's default)")
 		fs.BoolVar(&o.lrFind, "lr-find", false, "run the learning-rate finder first and use its suggestion (valley) as --lr")
 		trainFlags(fs, c)
 	}
@@ -235,7 +238,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	if cfg.Deterministic && spec.Kind == "gpu" {
 		os.Setenv("XLA_FLAGS", strings.TrimSpace(os.Getenv("XLA_FLAGS")+" --xla_gpu_deterministic_ops=true --xla_gpu_exclude_nondeterministic_ops=true"))
 	}
-	backend, dinfo, err := device.Open(spec, device.Options{Plugin: opt.plugin})
+	backend, dinfo, err := device.Open(spec, device.Options{Plugin: opt.plugin, NoTF32: opt.noTF32})
 	if err != nil {
 		return res, err
 	}
