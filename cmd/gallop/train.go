@@ -23,7 +23,6 @@ import (
 
 	"github.com/gallop-dev/gallop/batch"
 	"github.com/gallop-dev/gallop/data/feature"
-	"github.com/gallop-dev/gallop/data/sim"
 	"github.com/gallop-dev/gallop/device"
 	"github.com/gallop-dev/gallop/guard"
 	"github.com/gallop-dev/gallop/infer"
@@ -132,24 +131,32 @@ func newRunDir(root string) (string, error) {
 }
 
 // seriesFiles identifies generated data by content: one entry per series,
-// hashing its features, labels and timestamps.
+// hashing its features, labels and timestamps (little-endian), encoded in
+// 64 KiB chunks so the hash sees large writes.
 func seriesFiles(series []batch.Series) []manifest.DataFile {
 	out := make([]manifest.DataFile, len(series))
+	buf := make([]byte, 0, 64<<10)
 	for i, s := range series {
 		h := sha256.New()
-		var buf [8]byte
+		put := func(b []byte) {
+			if len(buf)+len(b) > cap(buf) {
+				h.Write(buf)
+				buf = buf[:0]
+			}
+			buf = append(buf, b...)
+		}
+		var w [8]byte
 		for _, v := range s.Features {
-			binary.LittleEndian.PutUint32(buf[:4], math.Float32bits(v))
-			h.Write(buf[:4])
+			put(binary.LittleEndian.AppendUint32(w[:0], math.Float32bits(v)))
 		}
 		for _, v := range s.Labels {
-			binary.LittleEndian.PutUint32(buf[:4], uint32(v))
-			h.Write(buf[:4])
+			put(binary.LittleEndian.AppendUint32(w[:0], uint32(v)))
 		}
 		for _, v := range s.TsNs {
-			binary.LittleEndian.PutUint64(buf[:], uint64(v))
-			h.Write(buf[:])
+			put(binary.LittleEndian.AppendUint64(w[:0], uint64(v)))
 		}
+		h.Write(buf)
+		buf = buf[:0]
 		out[i] = manifest.DataFile{Name: "sim:" + s.Symbol, SHA256: hex.EncodeToString(h.Sum(nil)), Size: int64(s.Rows())}
 	}
 	return out
@@ -179,8 +186,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		return res, err
 	}
 	man.RunID = filepath.Base(dir)
-	cfg.Data.Sim = sim.Resolved(cfg.Data.Sim)
-	cfg.Data.Sim.Seed = cfg.Seed
+	cfg.resolve()
 	if err := man.SetConfig(cfg); err != nil {
 		return res, err
 	}
