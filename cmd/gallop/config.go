@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/gallop-dev/gallop/data/sim"
+	"github.com/gallop-dev/gallop/manifest"
 	"github.com/gallop-dev/gallop/train"
 )
 
@@ -186,6 +190,28 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: train.schedule: %w", err)
 	}
 	return d.Sim.Validate()
+}
+
+// resolve fills the simulator's defaults and ties its seed to the run's,
+// giving the config a run records and replays.
+func (c *Config) resolve() {
+	c.Data.Sim = sim.Resolved(c.Data.Sim)
+	c.Data.Sim.Seed = c.Seed
+}
+
+// recordedConfig reads the resolved config a run recorded in its manifest,
+// refusing keys this gallop does not know.
+func recordedConfig(dir string, man *manifest.Manifest) (Config, error) {
+	cfg := DefaultConfig()
+	if len(man.Config) == 0 {
+		return cfg, fmt.Errorf("%s: run.json has no config", dir)
+	}
+	dec := json.NewDecoder(bytes.NewReader(man.Config))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("%s: config in run.json: %w", filepath.Join(dir, manifest.FileName), err)
+	}
+	return cfg, nil
 }
 
 // loadTOML overlays a TOML file on c, refusing unknown keys.

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 
 	"github.com/gallop-dev/gallop/data/feature"
 	"github.com/gallop-dev/gallop/device"
@@ -42,11 +40,9 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}
-	cfg := DefaultConfig()
-	dec := json.NewDecoder(strings.NewReader(string(man.Config)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
-		return fmt.Errorf("eval: %s: config: %w", filepath.Join(dir, manifest.FileName), err)
+	cfg, err := recordedConfig(dir, man)
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
 	}
 	if *ckpt == "" {
 		if *ckpt, err = train.LatestCheckpoint(filepath.Join(dir, "checkpoints")); err != nil || *ckpt == "" {

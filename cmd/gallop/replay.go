@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -69,14 +66,9 @@ func Replay(ctx context.Context, dir string, opt replayOptions, stdout, stderr i
 	if err != nil {
 		return res, fmt.Errorf("replay: %w", err)
 	}
-	if len(rec.Config) == 0 {
-		return res, fmt.Errorf("replay: %s: run.json has no config", dir)
-	}
-	cfg := DefaultConfig()
-	dec := json.NewDecoder(strings.NewReader(string(rec.Config)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
-		return res, fmt.Errorf("replay: %s: config in run.json: %w", filepath.Join(dir, manifest.FileName), err)
+	cfg, err := recordedConfig(dir, rec)
+	if err != nil {
+		return res, fmt.Errorf("replay: %w", err)
 	}
 	want, err := readLosses(filepath.Join(dir, "metrics.jsonl"))
 	if err != nil {
@@ -131,23 +123,12 @@ func Replay(ctx context.Context, dir string, opt replayOptions, stdout, stderr i
 // readLosses returns the training loss of every step in a metrics.jsonl,
 // indexed by step (the last value of a step wins, as after a rollback).
 func readLosses(path string) ([]float64, error) {
-	f, err := os.Open(path)
+	ms, err := readMetrics(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []float64
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for line := 1; sc.Scan(); line++ {
-		var m struct {
-			Step  int64    `json:"step"`
-			Split string   `json:"split"`
-			Loss  *float64 `json:"loss"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
-		}
+	for _, m := range ms {
 		if m.Split != "train" || m.Loss == nil {
 			continue
 		}
@@ -156,7 +137,7 @@ func readLosses(path string) ([]float64, error) {
 		}
 		out[m.Step] = *m.Loss
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 const diffUsage = `usage: gallop diff <run-a> <run-b>

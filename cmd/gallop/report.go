@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/gallop-dev/gallop/data/sim"
 	"github.com/gallop-dev/gallop/device"
 	"github.com/gallop-dev/gallop/internal/atomicfile"
 	"github.com/gallop-dev/gallop/internal/plot"
@@ -177,8 +176,7 @@ func cmdLRFind(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	cfg.Data.Sim = sim.Resolved(cfg.Data.Sim)
-	cfg.Data.Sim.Seed = cfg.Seed
+	cfg.resolve()
 	spec, err := device.Parse(cfg.Device)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@
 package book
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -127,19 +128,9 @@ func (b *Book) side(s Side) *[]Level {
 func (b *Book) find(s Side, price int64) (int, bool) {
 	lv := *b.side(s)
 	if s == Bid {
-		return slices.BinarySearchFunc(lv, price, func(l Level, p int64) int { return cmp64(l.Price, p) })
+		return slices.BinarySearchFunc(lv, price, func(l Level, p int64) int { return cmp.Compare(l.Price, p) })
 	}
-	return slices.BinarySearchFunc(lv, price, func(l Level, p int64) int { return cmp64(p, l.Price) })
-}
-
-func cmp64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return slices.BinarySearchFunc(lv, price, func(l Level, p int64) int { return cmp.Compare(p, l.Price) })
 }
 
 // adjust adds dsize and dcount to the level at price, creating or removing it.

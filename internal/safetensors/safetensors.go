@@ -12,6 +12,7 @@ package safetensors
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -232,9 +233,9 @@ func Parse(data []byte, name string) (*Header, error) {
 
 	slices.SortStableFunc(h.Tensors, func(a, b Info) int {
 		if a.Begin != b.Begin {
-			return cmpInt64(a.Begin, b.Begin)
+			return cmp.Compare(a.Begin, b.Begin)
 		}
-		return cmpInt64(a.End, b.End)
+		return cmp.Compare(a.End, b.End)
 	})
 	pos := dataStart
 	for i, t := range h.Tensors {
@@ -251,16 +252,6 @@ func Parse(data []byte, name string) (*Header, error) {
 		return nil, ferr("", pos, "%d trailing bytes after the last tensor", int64(len(data))-pos)
 	}
 	return h, nil
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 type entry struct {
