@@ -19,6 +19,7 @@ import (
 	"github.com/gallop-dev/gallop/data/feature"
 	"github.com/gallop-dev/gallop/data/lobster"
 	"github.com/gallop-dev/gallop/data/sim"
+	"github.com/gallop-dev/gallop/internal/shareddata"
 )
 
 // The benchmarks' data: the LOBSTER samples (../shared/data/lobster, skipped
@@ -89,19 +90,9 @@ func lobsterOne(path string, id uint32) (batch.Series, error) {
 	return bd.Finish(labeling), nil
 }
 
-// lobsterDir finds ../shared/data/lobster from the repository root.
-func lobsterDir() string {
-	for _, d := range []string{"../../shared/data/lobster", "../shared/data/lobster"} {
-		if m, _ := filepath.Glob(filepath.Join(d, "*.zip")); len(m) > 0 {
-			return d
-		}
-	}
-	return ""
-}
-
 var (
 	realSeries = sync.OnceValues(func() ([]batch.Series, error) {
-		d := lobsterDir()
+		d := shareddata.Find("lobster", "*.zip")
 		if d == "" {
 			return nil, os.ErrNotExist
 		}

@@ -2,12 +2,12 @@ package infer
 
 import (
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/gallop-dev/gallop/data/feature"
 	"github.com/gallop-dev/gallop/data/shard"
+	"github.com/gallop-dev/gallop/internal/shareddata"
 	"github.com/gallop-dev/gallop/model"
 )
 
@@ -15,10 +15,7 @@ import (
 // through book reconstruction and features) and returns n consecutive
 // feature rows from the middle of the day, plus their mean and std.
 func lobsterEvents(t *testing.T, n int) (events [][]float32, mean, std []float32) {
-	zip := filepath.Join("..", "..", "shared", "data", "lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_10.zip")
-	if _, err := os.Stat(zip); err != nil {
-		t.Skip("LOBSTER sample not found (../shared/data)")
-	}
+	zip := filepath.Join(shareddata.Dir(t, "lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_10.zip"), "LOBSTER_SampleFile_GOOG_2012-06-21_10.zip")
 	ds, err := shard.Ingest(t.Context(), []string{zip}, t.TempDir(), shard.DefaultOptions())
 	if err != nil {
 		t.Fatal(err)

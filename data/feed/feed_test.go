@@ -5,43 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/gallop-dev/gallop/data/book"
+	"github.com/gallop-dev/gallop/internal/shareddata"
 )
 
-// dataDir finds shared/data/hftbacktest next to the repository root (the
-// directory holding go.mod), or inside it, and skips the test when absent.
-func dataDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("repository root not found")
-		}
-		dir = parent
-	}
-	for _, d := range []string{
-		filepath.Join(dir, "..", "shared", "data", "hftbacktest"),
-		filepath.Join(dir, "shared", "data", "hftbacktest"),
-	} {
-		if m, _ := filepath.Glob(filepath.Join(d, "*", "*.gz")); len(m) > 0 {
-			return d
-		}
-	}
-	t.Skip("hftbacktest feed data not found (../shared/data/hftbacktest)")
-	return ""
-}
+// dataDir is shared/data/hftbacktest; the test skips without it.
+func dataDir(t testing.TB) string { return shareddata.Dir(t, "hftbacktest", "*/*.gz") }
 
 func feedFiles(t testing.TB) []string {
 	m, _ := filepath.Glob(filepath.Join(dataDir(t), "*", "*.gz"))

@@ -12,38 +12,11 @@ import (
 	_ "time/tzdata" // reference zone rules for TestNewYorkMidnight
 
 	"github.com/gallop-dev/gallop/data/book"
+	"github.com/gallop-dev/gallop/internal/shareddata"
 )
 
-// sampleDir finds the LOBSTER sample zips: shared/data/lobster next to the
-// repository root (the directory holding go.mod), or inside it. It skips the
-// test when they are absent.
-func sampleDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("repository root not found")
-		}
-		dir = parent
-	}
-	for _, d := range []string{
-		filepath.Join(dir, "..", "shared", "data", "lobster"),
-		filepath.Join(dir, "shared", "data", "lobster"),
-	} {
-		if m, _ := filepath.Glob(filepath.Join(d, "*.zip")); len(m) > 0 {
-			return d
-		}
-	}
-	t.Skip("LOBSTER sample data not found (../shared/data/lobster)")
-	return ""
-}
+// sampleDir is shared/data/lobster; the test skips without it.
+func sampleDir(t testing.TB) string { return shareddata.Dir(t, "lobster", "*.zip") }
 
 func sampleZips(t testing.TB) []string {
 	t.Helper()
