@@ -29,13 +29,32 @@ func benchVariants(name string) map[string]bool {
 	return map[string]bool{name: false}
 }
 
+// mlpVariants returns the MLP engines to benchmark under name: those of
+// benchVariants, and int8 weights as name-int8.
+func mlpVariants(name string) map[string]func(testing.TB, *Model) *MLP {
+	v := map[string]func(testing.TB, *Model) *MLP{
+		name: func(tb testing.TB, m *Model) *MLP { return mustNewMLP(tb, m, hasSIMD()) },
+		name + "-int8": func(tb testing.TB, m *Model) *MLP {
+			e, err := NewMLPWith(m, Options{Weights: WeightsInt8})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return e
+		},
+	}
+	if hasSIMD() {
+		v[name+"-scalar"] = func(tb testing.TB, m *Model) *MLP { return mustNewMLP(tb, m, false) }
+	}
+	return v
+}
+
 func BenchmarkMLPForward(b *testing.B) {
 	for _, bm := range benchModels {
-		for name, simd := range benchVariants(bm.name) {
+		for name, build := range mlpVariants(bm.name) {
 			b.Run(name, func(b *testing.B) {
 				r := rand.New(rand.NewPCG(1, 1))
 				m := randomModel(r, bm.w, bm.f, bm.hidden, bm.classes)
-				e := mustNewMLP(b, m, simd)
+				e := build(b, m)
 				events := randomEvents(r, m, 64+bm.w)
 				xs := make([][]float32, 64)
 				for i := range xs {
@@ -83,10 +102,10 @@ func (s *windowStream) push(features, logits []float32) bool {
 // Forward over a sliding window.
 func BenchmarkStreamPush(b *testing.B) {
 	for _, bm := range benchModels {
-		for name, simd := range benchVariants(bm.name) {
+		for name, build := range mlpVariants(bm.name) {
 			r := rand.New(rand.NewPCG(1, 1))
 			m := randomModel(r, bm.w, bm.f, bm.hidden, bm.classes)
-			e := mustNewMLP(b, m, simd)
+			e := build(b, m)
 			events := randomEvents(r, m, 256)
 			logits := make([]float32, bm.classes)
 			b.Run(name+"/incremental", func(b *testing.B) {

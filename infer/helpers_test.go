@@ -129,7 +129,7 @@ func kernelVariants() map[string]bool {
 
 func mustNewMLP(tb testing.TB, m *Model, simd bool) *MLP {
 	tb.Helper()
-	e, err := newMLP(m, simd)
+	e, err := newMLP(m, simd, Options{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -12,3 +12,5 @@ func accumTiles(y, x, tiles []float32) { panic("infer: SIMD kernels not built") 
 func accumTilesSparse(y, vals []float32, idx []int32, tiles []float32, in int) {
 	panic("infer: SIMD kernels not built")
 }
+
+func dotReLU(h, w []float32) float32 { panic("infer: SIMD kernels not built") }

@@ -187,3 +187,26 @@ func tile64Sparse(y, vals []float32, idx []int32, tile []float32) {
 	a2.Add(b2).StoreSlice(y[32:48])
 	a3.Add(b3).StoreSlice(y[48:64])
 }
+
+// dotReLU returns Σ_i max(h[i], 0)·w[i] (NaN if h holds a NaN): an output
+// of a narrow layer over the previous layer's pre-activations, dense, where
+// compacting the active units would cost more than the multiplies it saves.
+func dotReLU(h, w []float32) float32 {
+	w = w[:len(h)]
+	var s0, s1 archsimd.Float32x16
+	var zero archsimd.Float32x16
+	i := 0
+	for ; i+32 <= len(h); i += 32 {
+		s0 = archsimd.LoadFloat32x16Slice(h[i:]).Max(zero).MulAdd(archsimd.LoadFloat32x16Slice(w[i:]), s0)
+		s1 = archsimd.LoadFloat32x16Slice(h[i+16:]).Max(zero).MulAdd(archsimd.LoadFloat32x16Slice(w[i+16:]), s1)
+	}
+	if i+16 <= len(h) {
+		s0 = archsimd.LoadFloat32x16Slice(h[i:]).Max(zero).MulAdd(archsimd.LoadFloat32x16Slice(w[i:]), s0)
+		i += 16
+	}
+	s := hsum(s0.Add(s1))
+	for ; i < len(h); i++ {
+		s += max(h[i], 0) * w[i]
+	}
+	return s
+}

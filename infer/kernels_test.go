@@ -205,6 +205,23 @@ func BenchmarkLayer(b *testing.B) {
 				matVecTSparse(y, vals[:n], idx[:n], wt, bias, in)
 			}
 		})
+		q, err := newQDense(w, bias, in, out, false, hasVNNI())
+		if err != nil {
+			b.Fatal(err)
+		}
+		yq, xq, acc := make([]float32, q.tiles*64), make([]byte, q.groups*4), make([]int32, q.tiles*64)
+		b.Run(name+"/relu/int8", func(b *testing.B) {
+			for b.Loop() {
+				q.apply(yq, x, xq, acc)
+			}
+		})
+		if hasVNNI() {
+			b.Run(name+"/relu/int8-gemv-only", func(b *testing.B) {
+				for b.Loop() {
+					vnniGemv(&acc[0], &xq[0], &q.w[0], q.groups, q.tiles)
+				}
+			})
+		}
 		if !hasSIMD() || out < tileNarrow {
 			continue
 		}

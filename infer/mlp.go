@@ -27,6 +27,9 @@ type dense struct {
 type MLP struct {
 	window, nfeat int
 	mean, invStd  []float32
+	// meanW and invStdW repeat mean and invStd for each event of a window,
+	// so that Forward normalises a window in one pass.
+	meanW, invStdW []float32
 	layers        []dense
 	maxWidth      int
 	// Layer 0's weights rearranged for Streams. An event contributes to
@@ -39,7 +42,43 @@ type MLP struct {
 	ahead     []mat
 	aheadRows []float32
 	simd      bool
-	scratch   sync.Pool // *scratch for Forward
+	// q[l] is layer l in int8 (see int8.go) for an MLP built with
+	// WeightsInt8, else nil; q is nil for float32 weights. Every layer but
+	// the last is int8, layer 0 only in Forward (Streams keep theirs in
+	// float32, as last and ahead).
+	q       []*qdense
+	weights Weights
+	scratch sync.Pool // *scratch for Forward
+}
+
+// Weights selects how an engine stores and multiplies its weights.
+type Weights string
+
+const (
+	// WeightsFloat32 keeps the trained float32 weights: outputs equal the
+	// training graph's within float rounding (1e-5 relative). The default.
+	WeightsFloat32 Weights = "float32"
+	// WeightsInt8 stores every layer of an MLP but the output layer as
+	// int8 with per-column scales and multiplies them in integers (int8.go):
+	// smaller and faster, at a bounded cost in accuracy (measured in
+	// BENCHMARKS.md; TestInt8Accuracy asserts the bound). Only MLPs.
+	WeightsInt8 Weights = "int8"
+)
+
+// ParseWeights returns the Weights named s ("float32" or "int8").
+func ParseWeights(s string) (Weights, error) {
+	switch w := Weights(s); w {
+	case WeightsFloat32, WeightsInt8:
+		return w, nil
+	}
+	return "", fmt.Errorf("infer: weights %q, want %q or %q", s, WeightsFloat32, WeightsInt8)
+}
+
+// Options tune how an engine is prepared. The zero value is the default.
+type Options struct {
+	Weights Weights // "" means WeightsFloat32
+
+	noVNNI bool // tests: the portable int8 kernels even where VNNI runs
 }
 
 // scratch is the working memory of one evaluation.
@@ -48,16 +87,25 @@ type scratch struct {
 	h0, h1 []float32 // layer outputs, ping-ponged
 	vals   []float32 // active units of the previous layer
 	idx    []int32
+	xq     []byte  // quantised input of an int8 layer; zero past the layer's inputs
+	acc    []int32 // int32 sums of an int8 layer
 }
 
 func (m *MLP) newScratch(inputLen int) *scratch {
-	return &scratch{
+	s := &scratch{
 		xn:   make([]float32, inputLen),
 		h0:   make([]float32, m.maxWidth),
 		h1:   make([]float32, m.maxWidth),
 		vals: make([]float32, m.maxWidth),
 		idx:  make([]int32, m.maxWidth),
 	}
+	for _, q := range m.q {
+		if q != nil {
+			s.xq = make([]byte, max(len(s.xq), q.groups*4))
+			s.acc = make([]int32, max(len(s.acc), q.tiles*64))
+		}
+	}
+	return s
 }
 
 // NewMLP prepares m for evaluation. m must have Arch "mlp"; it is validated
@@ -66,10 +114,16 @@ func (m *MLP) newScratch(inputLen int) *scratch {
 // Built with GOEXPERIMENT=simd on amd64, the MLP uses AVX-512 kernels where
 // the CPU has them; otherwise, and by default, portable scalar kernels.
 func NewMLP(m *Model) (*MLP, error) {
-	return newMLP(m, hasSIMD())
+	return newMLP(m, hasSIMD(), Options{})
 }
 
-func newMLP(m *Model, simd bool) (*MLP, error) {
+// NewMLPWith is NewMLP with options: Options{Weights: WeightsInt8} gives the
+// int8 engine.
+func NewMLPWith(m *Model, o Options) (*MLP, error) {
+	return newMLP(m, hasSIMD(), o)
+}
+
+func newMLP(m *Model, simd bool, o Options) (*MLP, error) {
 	if m.Arch != ArchMLP {
 		return nil, fmt.Errorf("infer: NewMLP: model arch is %q, not %q", m.Arch, ArchMLP)
 	}
@@ -80,11 +134,24 @@ func newMLP(m *Model, simd bool) (*MLP, error) {
 		window: m.Window,
 		nfeat:  len(m.Features),
 		mean:   append([]float32(nil), m.Mean...),
-		invStd: make([]float32, len(m.Std)),
-		simd:   simd,
+		invStd:  make([]float32, len(m.Std)),
+		simd:    simd,
+		weights: WeightsFloat32,
+	}
+	switch o.Weights {
+	case "", WeightsFloat32:
+	case WeightsInt8:
+		e.weights = WeightsInt8
+		e.q = make([]*qdense, len(m.W))
+	default:
+		return nil, fmt.Errorf("infer: NewMLP: weights %q, want %q or %q", o.Weights, WeightsFloat32, WeightsInt8)
 	}
 	for i, s := range m.Std {
 		e.invStd[i] = 1 / s
+	}
+	for range m.Window {
+		e.meanW = append(e.meanW, e.mean...)
+		e.invStdW = append(e.invStdW, e.invStd...)
 	}
 	for l := range m.W {
 		in, out := m.Layers[l], m.Layers[l+1]
@@ -99,6 +166,14 @@ func newMLP(m *Model, simd bool) (*MLP, error) {
 			e.maxWidth = max(e.maxWidth, in)
 		}
 		e.maxWidth = max(e.maxWidth, out)
+		if e.q != nil && l < len(m.W)-1 {
+			q, err := newQDense(m.W[l], m.B[l], in, out, l == 0, hasVNNI() && !o.noVNNI)
+			if err != nil {
+				return nil, fmt.Errorf("infer: NewMLP: layer %d: %w", l, err)
+			}
+			e.q[l] = q
+			e.maxWidth = max(e.maxWidth, q.tiles*64)
+		}
 	}
 	// Row t*F+f of layer 0 is feature f at window position t.
 	f, h, w0 := e.nfeat, m.Layers[1], m.W[0]
@@ -138,6 +213,9 @@ func (m *MLP) Window() int { return m.window }
 // NumFeatures returns the length of one event's feature vector.
 func (m *MLP) NumFeatures() int { return m.nfeat }
 
+// Weights returns how the MLP stores its weights.
+func (m *MLP) Weights() Weights { return m.weights }
+
 // NumClasses returns the number of logits the model outputs.
 func (m *MLP) NumClasses() int { return m.layers[len(m.layers)-1].out }
 
@@ -154,17 +232,12 @@ func (m *MLP) Forward(x, logits []float32) {
 	}
 	s := m.scratch.Get().(*scratch)
 	xn := s.xn[:len(x)]
-	mean, inv := m.mean, m.invStd
-	for t := 0; t < len(xn); t += len(mean) {
-		xt, nt := x[t:t+len(mean)], xn[t:t+len(mean)]
-		inv := inv[:len(xt)]
-		for f, v := range mean {
-			nt[f] = (xt[f] - v) * inv[f]
-		}
-	}
+	normalizeInto(m.simd, xn, x, m.meanW, m.invStdW)
 	l0 := &m.layers[0]
 	h := s.h0[:l0.out]
-	if l0.byRows {
+	if m.q != nil && m.q[0] != nil {
+		m.q[0].apply(s.h0, xn, s.xq, s.acc)
+	} else if l0.byRows {
 		copy(h, l0.b)
 		l0.m.accum(h, xn)
 	} else {
@@ -175,7 +248,8 @@ func (m *MLP) Forward(x, logits []float32) {
 }
 
 // tail runs layers 1.. given layer 0's output h (pre-activation) and writes
-// the last layer's output to logits. h must be s.h0[:Layers[1]].
+// the last layer's output to logits. h is s.h0[:Layers[1]] or memory of the
+// caller's; tail does not write to it.
 func (m *MLP) tail(s *scratch, h, logits []float32) {
 	if len(m.layers) == 1 {
 		copy(logits, h)
@@ -187,6 +261,18 @@ func (m *MLP) tail(s *scratch, h, logits []float32) {
 		y := next[:d.out]
 		if l == len(m.layers)-1 {
 			y = logits
+		}
+		if m.q != nil && m.q[l] != nil {
+			m.q[l].apply(next, h, s.xq, s.acc)
+			h, next, spare = y, spare, next
+			continue
+		}
+		if !d.byRows && m.simd && d.in >= 32 {
+			for o := range y {
+				y[o] = d.b[o] + dotReLU(h, d.wt[o*d.in:(o+1)*d.in])
+			}
+			h, next, spare = y, spare, next
+			continue
 		}
 		n := compactReLU(h, s.vals, s.idx)
 		if d.byRows {

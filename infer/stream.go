@@ -21,7 +21,7 @@ import "fmt"
 type Stream struct {
 	m    *MLP
 	s    *scratch
-	acc  []float32 // Window slots of H partial sums; slot head is the window ending with the next event
+	acc  []float32 // Window slots of H partial sums, each starting from layer 0's bias; slot head is the window ending with the next event
 	xn   []float32 // normalised features of the newest event
 	head int
 	n    int  // events seen since Reset, up to Window
@@ -31,17 +31,22 @@ type Stream struct {
 // NewStream returns an empty Stream over m.
 func (m *MLP) NewStream() *Stream {
 	h := m.layers[0].out
-	return &Stream{
+	s := &Stream{
 		m:   m,
 		s:   m.newScratch(0),
 		acc: make([]float32, m.window*h),
 		xn:  make([]float32, m.nfeat),
 	}
+	s.Reset()
+	return s
 }
 
 // Reset forgets all events, as if the Stream were new.
 func (s *Stream) Reset() {
-	clear(s.acc)
+	b := s.m.layers[0].b
+	for i := 0; i < len(s.acc); i += len(b) {
+		copy(s.acc[i:], b)
+	}
 	s.head, s.n, s.owed = 0, 0, false
 }
 
@@ -79,14 +84,10 @@ func (s *Stream) Push(features, logits []float32) (ready bool) {
 	}
 	ready = s.n == m.window
 	if ready {
-		y, b := s.s.h0[:h], l0.b[:h]
-		for j, v := range slot {
-			y[j] = v + b[j]
-		}
-		m.tail(s.s, y, logits)
+		m.tail(s.s, slot, logits)
 	}
 	// The slot becomes the window that ends Window events from now.
-	clear(slot)
+	copy(slot, l0.b)
 	s.head++
 	if s.head == m.window {
 		s.head = 0

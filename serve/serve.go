@@ -99,6 +99,9 @@ type Config struct {
 	Ticks map[uint32]int64
 	// Format is how predictions are written.
 	Format Format
+	// Weights is how the model's weights are stored and multiplied
+	// (infer.WeightsFloat32, the default, or infer.WeightsInt8).
+	Weights infer.Weights
 	// Report receives lag reports and connection errors; nil discards
 	// them.
 	Report io.Writer
@@ -123,7 +126,7 @@ func New(m *infer.Model, cfg Config) (*Server, error) {
 	if !slices.Equal(m.Features, feature.Names) {
 		return nil, fmt.Errorf("serve: the model's %d features are not gallop's %d book features (data/feature)", len(m.Features), feature.Count)
 	}
-	mlp, err := infer.NewMLP(m)
+	mlp, err := infer.NewMLPWith(m, infer.Options{Weights: cfg.Weights})
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}

@@ -368,3 +368,63 @@ func TestHistogram(t *testing.T) {
 		}
 	}
 }
+
+// TestServeInt8 serves with int8 weights: the same predictions, in the same
+// order, with logits near the float32 reference's (infer's int8 bound:
+// 0.1 of max(1, |logit|)), and an unknown weights kind is refused.
+func TestServeInt8(t *testing.T) {
+	m := testModel(t, 1, 10, []int{64, 64}, nil, nil)
+	insts := []uint32{7, 8, 9}
+	stream := synthStream(5, insts, 6_000)
+	want := reference(t, m, stream, esTick)
+	srv := newTestServer(t, m, Config{Workers: 2, Queue: 256, Tick: esTick, Format: Binary, Weights: infer.WeightsInt8})
+	src, err := NewDBN(bytes.NewReader(stream), "synthetic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := srv.Serve(context.Background(), &out, src); err != nil {
+		t.Fatal(err)
+	}
+	br, err := NewBinaryReader(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint32][]Prediction{}
+	for {
+		var p Prediction
+		if err := br.Next(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		got[p.Instrument] = append(got[p.Instrument], p)
+	}
+	var worst float64
+	n, differ := 0, 0
+	for id, w := range want {
+		g := got[id]
+		if len(g) != len(w) || len(w) == 0 {
+			t.Fatalf("instrument %d: %d predictions, want %d", id, len(g), len(w))
+		}
+		for i := range w {
+			var d, mx float64
+			for c := range w[i].Logits {
+				d = max(d, math.Abs(float64(g[i].Logits[c]-w[i].Logits[c])))
+				mx = max(mx, math.Abs(float64(w[i].Logits[c])))
+				if g[i].Logits[c] != w[i].Logits[c] {
+					differ++
+				}
+			}
+			worst = max(worst, d/max(1, mx))
+			n++
+		}
+	}
+	if worst > 0.1 || differ == 0 {
+		t.Errorf("int8 vs float32 over %d predictions: worst rel err %.3g (want <= 0.1), %d logits differ (want some: int8 was not used)", n, worst, differ)
+	}
+	t.Logf("int8 vs float32 over %d predictions: worst rel err %.3g", n, worst)
+	if _, err := New(m, Config{Weights: "int3"}); err == nil || !strings.Contains(err.Error(), "int3") {
+		t.Errorf("weights int3: err %v", err)
+	}
+}

@@ -205,6 +205,10 @@ func run(c benchCase, n, rounds, gomlxN int, saveDir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	eng8, err := infer.NewMLPWith(m, infer.Options{Weights: infer.WeightsInt8})
+	if err != nil {
+		return nil, err
+	}
 	data := onnxModel(m)
 	if saveDir != "" {
 		name := fmt.Sprintf("%s/mlp-%s.onnx", saveDir, strings.Trim(strings.ReplaceAll(fmt.Sprint(m.Layers), " ", "-"), "[]"))
@@ -270,10 +274,35 @@ func run(c benchCase, n, rounds, gomlxN int, saveDir string) ([]string, error) {
 	if worst > 1e-5 || worstStream > 1e-5 {
 		return nil, fmt.Errorf("outputs differ by more than 1e-5: ONNX %g, stream %g", worst, worstStream)
 	}
+	// int8 weights: against ONNX Runtime's float32 outputs.
+	st8 := eng8.NewStream()
+	var worst8F, worst8S, sum8F float64
+	agree, nw := 0, 0
+	for k := range min(len(c.events), 2000) {
+		if !st8.Push(c.events[k], logits) {
+			continue
+		}
+		if err := ortForward(window(k - W + 1)); err != nil {
+			return nil, err
+		}
+		worst8S = max(worst8S, relErr(logits, outData))
+		eng8.Forward(window(k-W+1), logits)
+		e := relErr(logits, outData)
+		worst8F, sum8F = max(worst8F, e), sum8F+e
+		if argmax(logits) == argmax(outData) {
+			agree++
+		}
+		nw++
+	}
+	fmt.Printf("  int8 weights vs ONNX Runtime float32: Forward mean %.3g, worst %.3g; Stream worst %.3g; top class agrees %.2f%% (%d windows)\n",
+		sum8F/float64(nw), worst8F, worst8S, 100*float64(agree)/float64(nw), nw)
+	if worst8F > 0.1 || worst8S > 0.1 {
+		return nil, fmt.Errorf("int8 outputs differ by more than 0.1 (infer's stated bound): Forward %g, Stream %g", worst8F, worst8S)
+	}
 
 	// Latency: the engines take turns, per events each, rounds times.
 	per := max(1, n/rounds)
-	var latFwd, latOrt, latStream []time.Duration
+	var latFwd, latOrt, latStream, latFwd8, latStream8 []time.Duration
 	var runErr error
 	k := 0 // window/event index, continued across rounds
 	for range rounds {
@@ -288,15 +317,22 @@ func run(c benchCase, n, rounds, gomlxN int, saveDir string) ([]string, error) {
 		latStream = append(latStream, timeEach(per, &k, st.Settle, func(k int) {
 			st.Push(c.events[k%len(c.events)], logits)
 		})...)
+		latFwd8 = append(latFwd8, timeEach(per, &k, nil, func(k int) { eng8.Forward(window(k), logits) })...)
+		latStream8 = append(latStream8, timeEach(per, &k, st8.Settle, func(k int) {
+			st8.Push(c.events[k%len(c.events)], logits)
+		})...)
 	}
 	if runErr != nil {
 		return nil, runErr
 	}
 	sf, so, ss := summarize(latFwd), summarize(latOrt), summarize(latStream)
+	sf8, ss8 := summarize(latFwd8), summarize(latStream8)
 	rows := []string{
 		row(c.name, "ONNX Runtime "+ort.GetVersion()+" (CPU, 1 thread)", so, so),
 		row(c.name, "gallop infer: MLP.Forward (whole window)", sf, so),
 		row(c.name, "gallop infer: Stream.Push, settled", ss, so),
+		row(c.name, "gallop infer, int8 weights: MLP.Forward", sf8, so),
+		row(c.name, "gallop infer, int8 weights: Stream.Push, settled", ss8, so),
 	}
 	if gomlxN > 0 {
 		sg, err := gomlxLatency(m, window, gomlxN)
@@ -305,8 +341,8 @@ func run(c benchCase, n, rounds, gomlxN int, saveDir string) ([]string, error) {
 		}
 		rows = append(rows, row(c.name, "GoMLX Exec per event (Go backend)", sg, so))
 	}
-	fmt.Printf("  p50: ONNX Runtime %v, gallop Forward %v (%.1f× lower), gallop Stream settled %v (%.1f× lower)\n\n",
-		so.p50, sf.p50, ratio(so.p50, sf.p50), ss.p50, ratio(so.p50, ss.p50))
+	fmt.Printf("  p50: ONNX Runtime %v, gallop Forward %v (%.1f× lower), gallop Stream settled %v (%.1f× lower); int8: Forward %v (%.1f×), Stream settled %v (%.1f×)\n\n",
+		so.p50, sf.p50, ratio(so.p50, sf.p50), ss.p50, ratio(so.p50, ss.p50), sf8.p50, ratio(so.p50, sf8.p50), ss8.p50, ratio(so.p50, ss8.p50))
 	return rows, nil
 }
 
@@ -422,4 +458,14 @@ func simdNote() string {
 		}
 	}
 	return "portable (built without GOEXPERIMENT=simd)"
+}
+
+func argmax(v []float32) int {
+	k := 0
+	for i, x := range v {
+		if x > v[k] {
+			k = i
+		}
+	}
+	return k
 }

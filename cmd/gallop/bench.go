@@ -43,6 +43,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
 	n := fs.Int("n", 200_000, "timed events")
 	gomlxN := fs.Int("gomlx-n", 2000, "timed events through GoMLX (0 to skip)")
+	weights := fs.String("weights", "float32", "MLP engine weights: float32 or int8")
 	cold := fs.Int("instruments", 1000, "also time events spread round-robin over this many instruments' streams (cold caches; 0 to skip)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return flagErr(err)
@@ -53,6 +54,10 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *n < 1 {
 		return fmt.Errorf("bench infer: -n %d, want >= 1", *n)
+	}
+	w, err := infer.ParseWeights(*weights)
+	if err != nil {
+		return fmt.Errorf("bench infer: -weights: %w", err)
 	}
 	dir := fs.Arg(0)
 	if !fileExists(filepath.Join(dir, "model.json")) {
@@ -67,23 +72,35 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if m.Arch != infer.ArchMLP {
+		if w != infer.WeightsFloat32 {
+			return fmt.Errorf("bench infer: -weights %s: only MLP engines have int8 weights, this model is %s", w, m.Arch)
+		}
 		if err := benchStreamer(stdout, m, dir, inputs, *n); err != nil {
 			return err
 		}
-		return benchCold(stdout, m, inputs, *cold, *n)
+		return benchCold(stdout, m, w, inputs, *cold, *n)
 	}
-	eng, err := infer.NewMLP(m)
+	eng, err := infer.NewMLPWith(m, infer.Options{Weights: w})
 	if err != nil {
 		return fmt.Errorf("bench infer: %w", err)
 	}
+	var agreement string
+	if w != infer.WeightsFloat32 {
+		if agreement, err = weightsAgreement(m, eng, inputs); err != nil {
+			return err
+		}
+	}
 	r := infer.Bench(eng.NewStream(), inputs, *n)
 	fmt.Fprintf(stdout, "model    %s %v, window %d × %d features, from %s\n", m.Arch, m.Layers, m.Window, len(m.Features), dir)
-	fmt.Fprintf(stdout, "engine   pure Go, one core, %d events\n", r.Events)
+	fmt.Fprintf(stdout, "engine   pure Go, %s weights, one core, %d events\n", w, r.Events)
 	fmt.Fprintf(stdout, "  per event   p50 %v  p99 %v  p99.9 %v  mean %v  (events back to back)\n", r.P50, r.P99, r.P999, r.Mean)
 	fmt.Fprintf(stdout, "  settled     p50 %v  p99 %v  p99.9 %v  (an event arriving while the stream is idle: its own work only)\n", r.SettledP50, r.SettledP99, r.SettledP999)
 	fmt.Fprintf(stdout, "  throughput  %.0f events/s\n", r.EventsPerSec)
 	fmt.Fprintf(stdout, "  allocations %.3g per event\n", r.AllocsPerEvent)
-	if err := benchCold(stdout, m, inputs, *cold, *n); err != nil {
+	if agreement != "" {
+		fmt.Fprintf(stdout, "  accuracy    %s\n", agreement)
+	}
+	if err := benchCold(stdout, m, w, inputs, *cold, *n); err != nil {
 		return err
 	}
 	if *gomlxN > 0 {
@@ -184,32 +201,96 @@ func cmdProfile(args []string, stdout, stderr io.Writer) error {
 
 // newStreamer is the engine bench infer times for m: the MLP's stream, or
 // a sequence model's window mode (the exact training forward).
-func newStreamer(m *infer.Model) (infer.Streamer, error) {
-	if m.Arch == infer.ArchMLP {
-		eng, err := infer.NewMLP(m)
+// weightsAgreement streams inputs through eng and through the float32
+// engine of m and describes how far eng's logits are from float32's.
+func weightsAgreement(m *infer.Model, eng *infer.MLP, inputs [][]float32) (string, error) {
+	ref, err := infer.NewMLP(m)
+	if err != nil {
+		return "", fmt.Errorf("bench infer: %w", err)
+	}
+	a, b := eng.NewStream(), ref.NewStream()
+	la, lb := make([]float32, eng.NumClasses()), make([]float32, eng.NumClasses())
+	var worst, sum float64
+	n, agree := 0, 0
+	for _, x := range inputs {
+		if !a.Push(x, la) || !b.Push(x, lb) {
+			continue
+		}
+		var d, mx float64
+		ka, kb := 0, 0
+		for c := range la {
+			d = max(d, math.Abs(float64(la[c]-lb[c])))
+			mx = max(mx, math.Abs(float64(lb[c])))
+			if la[c] > la[ka] {
+				ka = c
+			}
+			if lb[c] > lb[kb] {
+				kb = c
+			}
+		}
+		e := d / max(1, mx)
+		worst, sum = max(worst, e), sum+e
+		if ka == kb {
+			agree++
+		}
+		n++
+	}
+	if n == 0 {
+		return "", fmt.Errorf("bench infer: no full window in %d inputs", len(inputs))
+	}
+	return fmt.Sprintf("%s vs float32 over %d events: logit difference / max(1, |logit|) mean %.3g, worst %.3g; top class agrees %.2f%%",
+		eng.Weights(), n, sum/float64(n), worst, 100*float64(agree)/float64(n)), nil
+}
+
+// streamMaker prepares m's engine once and returns a function that makes
+// one stream over it per call, as a server does per instrument.
+func streamMaker(m *infer.Model, w infer.Weights) (func() infer.Streamer, error) {
+	switch m.Arch {
+	case infer.ArchMLP:
+		eng, err := infer.NewMLPWith(m, infer.Options{Weights: w})
 		if err != nil {
 			return nil, err
 		}
-		return eng.NewStream(), nil
+		return func() infer.Streamer { return eng.NewStream() }, nil
+	case infer.ArchGRU:
+		eng, err := infer.NewGRU(m)
+		if err != nil {
+			return nil, err
+		}
+		return func() infer.Streamer { return eng.NewStream(infer.ModeWindow) }, nil
+	case infer.ArchDeepLOB:
+		eng, err := infer.NewDeepLOB(m)
+		if err != nil {
+			return nil, err
+		}
+		return func() infer.Streamer { return eng.NewStream() }, nil
+	case infer.ArchTransformer:
+		eng, err := infer.NewTransformer(m)
+		if err != nil {
+			return nil, err
+		}
+		return func() infer.Streamer { return eng.NewStream(infer.ModeWindow) }, nil
 	}
-	return infer.NewStreamer(m, infer.ModeWindow)
+	_, err := infer.NewStreamer(m, infer.ModeWindow) // the error naming the supported archs
+	return nil, err
 }
 
 // benchCold spreads events round-robin over k instruments, one stream each,
 // so every event finds its instrument's state (and the weights' working set
 // competing with k states) out of the nearest caches: the latency of a busy
 // process serving many instruments, not of one hot stream.
-func benchCold(stdout io.Writer, m *infer.Model, inputs [][]float32, k, n int) error {
+func benchCold(stdout io.Writer, m *infer.Model, w infer.Weights, inputs [][]float32, k, n int) error {
 	if k <= 0 {
 		return nil
+	}
+	newStream, err := streamMaker(m, w)
+	if err != nil {
+		return fmt.Errorf("bench infer: %w", err)
 	}
 	streams := make([]infer.Streamer, k)
 	logits := make([]float32, len(m.Classes))
 	for i := range streams {
-		s, err := newStreamer(m)
-		if err != nil {
-			return fmt.Errorf("bench infer: %w", err)
-		}
+		s := newStream()
 		for j := 0; j < m.Window; j++ {
 			s.Push(inputs[(i+j)%len(inputs)], logits)
 		}

@@ -77,6 +77,11 @@ func TestTrainBeatsMajority(t *testing.T) {
 	if !strings.Contains(bout.String(), "p99") || !strings.Contains(bout.String(), "allocations 0 per event") {
 		t.Errorf("bench output:\n%s", bout.String())
 	}
+	bout.Reset()
+	if code := run(context.Background(), []string{"bench", "infer", "-n", "500", "-gomlx-n", "0", "-instruments", "10", "-weights", "int8", res.RunDir}, &bout, &bout); code != 0 ||
+		!strings.Contains(bout.String(), "int8 weights") || !strings.Contains(bout.String(), "top class agrees") || !strings.Contains(bout.String(), "allocations 0 per event") {
+		t.Errorf("bench infer -weights int8: exit %d:\n%s", code, bout.String())
+	}
 	var pout bytes.Buffer
 	if code := run(context.Background(), []string{"profile", res.RunDir}, &pout, &pout); code != 0 || !strings.Contains(pout.String(), "verdict") {
 		t.Errorf("profile exit %d:\n%s", code, pout.String())
@@ -156,6 +161,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"help"}, 0, "commands:"},
 		{[]string{"train", "-h"}, 0, "-steps int"},
 		{[]string{"bench", "infer", "-h"}, 0, "-gomlx-n"},
+		{[]string{"bench", "infer", "-weights", "int4", "/nonexistent-run"}, 1, "int4"},
 	}
 	for _, c := range cases {
 		var out bytes.Buffer

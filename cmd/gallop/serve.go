@@ -60,6 +60,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defs = append(defs, s)
 		return nil
 	})
+	weights := fs.String("weights", "float32", "engine weights: float32 (equal to the training graph) or int8 (faster; see BENCHMARKS.md for the accuracy)")
 	report := fs.Duration("report", time.Second, "lag reporting period")
 	lagAlert := fs.Duration("lag-alert", 10*time.Millisecond, "report periods in which the oldest queued event is at least this old")
 	if err := fs.Parse(args); err != nil {
@@ -101,8 +102,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("serve: definitions: %w", err)
 		}
 	}
+	w, err := infer.ParseWeights(*weights)
+	if err != nil {
+		return fmt.Errorf("serve: --weights: %w", err)
+	}
 	cfg := serve.Config{
-		Workers: *workers, Queue: *queue, DropAfter: *dropAfter, Pace: *pace,
+		Weights: w, Workers: *workers, Queue: *queue, DropAfter: *dropAfter, Pace: *pace,
 		Tick: int64(math.Round(*tick * book.PriceScale)), Ticks: ticks, Format: f,
 		Report: stderr, ReportEvery: *report, LagAlert: *lagAlert,
 	}
@@ -120,7 +125,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer of.Close()
 		out, dest = of, *outPath
 	}
-	fmt.Fprintf(stderr, "model    %s %v, window %d, classes %v, from %s\n", m.Arch, m.Layers, m.Window, m.Classes, dir)
+	fmt.Fprintf(stderr, "model    %s %v, window %d, classes %v, %s weights, from %s\n", m.Arch, m.Layers, m.Window, m.Classes, w, dir)
 
 	var sum serve.Summary
 	if *listen != "" {
