@@ -30,10 +30,58 @@ type Model interface {
 
 // MLP is a multi-layer perceptron over a flattened window of W feature
 // vectors of F features: hidden layers are relu(x·w + b), the last layer is
-// linear. Layers[0] must equal W*F.
+// linear. Layers[0] must equal W*F, or W*len(Index) when Index is set.
 type MLP struct {
 	W, F   int
 	Layers []int
+	// Index, when set, lists the feature columns the MLP sees (of the F it
+	// is given), in order, e.g. DeepLOBIndex's 40 book columns; nil means
+	// all F.
+	Index []int
+}
+
+// NewMLPOn is NewMLP over the feature columns index (of f) only.
+func NewMLPOn(w, f int, index []int, hidden []int, classes int) (*MLP, error) {
+	if len(index) == 0 {
+		return nil, fmt.Errorf("model: mlp over no feature columns")
+	}
+	for _, j := range index {
+		if j < 0 || j >= f {
+			return nil, fmt.Errorf("model: mlp feature column %d out of [0, %d)", j, f)
+		}
+	}
+	m, err := NewMLP(w, len(index), hidden, classes)
+	if err != nil {
+		return nil, err
+	}
+	m.F, m.Index = f, append([]int(nil), index...)
+	return m, nil
+}
+
+// inputs returns the number of feature columns the MLP sees per event.
+func (m *MLP) inputs() int {
+	if m.Index != nil {
+		return len(m.Index)
+	}
+	return m.F
+}
+
+// Dense0Full returns layer 0's weights w [W*len(Index), H] spread to the
+// full input [W*F, H], with zero rows for the columns the MLP does not see:
+// the same function of the full window, for engines that take every
+// feature (infer). Without Index it returns w.
+func (m *MLP) Dense0Full(w []float32) []float32 {
+	if m.Index == nil {
+		return w
+	}
+	n, h := len(m.Index), m.Layers[1]
+	out := make([]float32, m.W*m.F*h)
+	for t := range m.W {
+		for i, j := range m.Index {
+			copy(out[(t*m.F+j)*h:(t*m.F+j+1)*h], w[(t*n+i)*h:(t*n+i+1)*h])
+		}
+	}
+	return out
 }
 
 // NewMLP returns an MLP over windows of w rows of f features with the given
@@ -90,7 +138,15 @@ func (m *MLP) Forward(params []*Node, mean, std, x *Node) *Node {
 	// Normalise each feature of each window row: [B, W, F].
 	h := Reshape(x, b, m.W, m.F)
 	h = Div(Sub(h, Reshape(mean, 1, 1, m.F)), Reshape(std, 1, 1, m.F))
-	h = Reshape(h, b, m.W*m.F)
+	if m.Index != nil {
+		idx := make([]int32, len(m.Index))
+		for i, j := range m.Index {
+			idx[i] = int32(j)
+		}
+		cols := Transpose(Reshape(h, b*m.W, m.F), 0, 1) // [F, B·W]
+		h = Transpose(Gather(cols, Const(x.Graph(), tensors.FromFlatDataAndDimensions(idx, len(idx), 1))), 0, 1)
+	}
+	h = Reshape(h, b, m.W*m.inputs())
 	for i := 0; i < len(params); i += 2 {
 		h = Add(MatMul(h, params[i]), ExpandAxes(params[i+1], 0))
 		if i+2 < len(params) {

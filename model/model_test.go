@@ -622,3 +622,57 @@ func TestForwardSeqMatchesForward(t *testing.T) {
 		}
 	}
 }
+
+// TestMLPOnColumns checks an MLP over some feature columns against the
+// full-input MLP whose layer 0 is Dense0Full of its weights: the same
+// logits, so exporting it that way serves the same function.
+func TestMLPOnColumns(t *testing.T) {
+	be := newBackend(t)
+	r := rand.New(rand.NewPCG(4, 4))
+	const w, f, b = 3, 7, 6
+	idx := []int{5, 0, 2}
+	sub, err := model.NewMLPOn(w, f, idx, []int{8}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.Layers[0] != w*len(idx) {
+		t.Fatalf("layers %v, want input %d", sub.Layers, w*len(idx))
+	}
+	full, _ := model.NewMLP(w, f, []int{8}, 3)
+	ps := sub.Init(1)
+	fps := append([]*tensors.Tensor(nil), ps...)
+	w0 := tensors.MustCopyFlatData[float32](ps[0])
+	fps[0] = tensors.FromFlatDataAndDimensions(sub.Dense0Full(w0), w*f, 8)
+	d := randBatch(r, b, w, f, 3)
+	forward := func(m model.Model, ps []*tensors.Tensor) []float32 {
+		out, err := CallOnce(be, func(in []*Node) *Node {
+			n := len(in)
+			return m.Forward(in[:n-3], in[n-3], in[n-2], in[n-1])
+		}, append(anys(ps), f32(d.mean, f), f32(d.std, f), f32(d.x, b, w*f))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tensors.MustCopyFlatData[float32](out)
+	}
+	got, want := forward(sub, ps), forward(full, fps)
+	for i := range want {
+		if math.Abs(float64(got[i]-want[i])) > 1e-5*max(1, math.Abs(float64(want[i]))) {
+			t.Fatalf("logit %d: columns-only MLP %g, full MLP with Dense0Full %g", i, got[i], want[i])
+		}
+	}
+	// Changing a column the MLP does not see changes nothing.
+	for i := 0; i < len(d.x); i += f {
+		d.x[i+1] += 100
+	}
+	again := forward(sub, ps)
+	for i := range got {
+		if again[i] != got[i] {
+			t.Fatalf("logit %d moved from %g to %g with an unseen column", i, got[i], again[i])
+		}
+	}
+	for _, bad := range [][]int{nil, {7}, {-1}} {
+		if _, err := model.NewMLPOn(w, f, bad, []int{8}, 3); err == nil {
+			t.Errorf("NewMLPOn(index %v): no error", bad)
+		}
+	}
+}

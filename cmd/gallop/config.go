@@ -60,6 +60,10 @@ type ModelConfig struct {
 	// data.seq_bucket_ms) in that layout.
 	Layout string `toml:"layout" json:"layout"`
 	Hidden []int  `toml:"hidden" json:"hidden"`
+	// Inputs, for the mlp: "all" feeds every feature of each event; "book"
+	// only the 10 levels' distances and sizes that DeepLOB sees (40
+	// columns), for like-for-like comparisons.
+	Inputs string `toml:"inputs" json:"inputs"`
 }
 
 // TrainConfig sets the loop.
@@ -110,7 +114,7 @@ func DefaultConfig() Config {
 			SeqLen:      64,
 			SeqBucketMs: 250,
 		},
-		Model: ModelConfig{Arch: "mlp", Hidden: []int{128, 64}},
+		Model: ModelConfig{Arch: "mlp", Hidden: []int{128, 64}, Inputs: "all"},
 		Train: TrainConfig{
 			Steps:            8000,
 			BatchSize:        256,
@@ -174,6 +178,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: train.rollback_lr_factor = %g: want in (0, 1]", t.RollbackLRFactor)
 	case d.Sim.Events < 1000:
 		return fmt.Errorf("config: data.sim.events = %d, want >= 1000", d.Sim.Events)
+	}
+	switch {
+	case c.Model.Inputs != "all" && c.Model.Inputs != "book":
+		return fmt.Errorf("config: model.inputs = %q: want all or book", c.Model.Inputs)
+	case c.Model.Inputs == "book" && c.Model.Arch != "mlp":
+		return fmt.Errorf("config: model.inputs = book is for the mlp (deeplob always sees the book; gru and transformer see all features)")
 	}
 	for _, h := range c.Model.Hidden {
 		if h < 1 {
@@ -279,6 +289,7 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Data.SeqLen, "seq-len", c.Data.SeqLen, "longest sequence (events) with --layout; the transformer needs <= --window")
 	fs.StringVar(&c.Model.Arch, "arch", c.Model.Arch, "model: mlp, deeplob (Zhang et al. 2019), gru or transformer")
 	fs.Var(intList{&c.Model.Hidden}, "hidden", "hidden layer sizes, e.g. 256,128")
+	fs.StringVar(&c.Model.Inputs, "inputs", c.Model.Inputs, "mlp inputs: all (every feature) or book (the 40 book columns DeepLOB sees)")
 	fs.IntVar(&c.Train.Steps, "steps", c.Train.Steps, "optimizer steps")
 	fs.IntVar(&c.Train.BatchSize, "batch-size", c.Train.BatchSize, "samples per step")
 	fs.Float64Var(&c.Train.LR, "lr", c.Train.LR, "peak learning rate")

@@ -98,6 +98,13 @@ func buildModel(cfg Config) (model.Model, error) {
 	w, f, c := cfg.Data.Window, feature.Count, len(feature.ClassNames)
 	switch cfg.Model.Arch {
 	case "mlp":
+		if cfg.Model.Inputs == "book" {
+			idx, err := model.DeepLOBIndex(feature.Names)
+			if err != nil {
+				return nil, err
+			}
+			return model.NewMLPOn(w, f, idx, cfg.Model.Hidden, c)
+		}
 		return model.NewMLP(w, f, cfg.Model.Hidden, c)
 	case "deeplob":
 		return model.NewDeepLOB(w, feature.Names, c, model.DeepLOBConfig{})
@@ -116,6 +123,9 @@ func buildModel(cfg Config) (model.Model, error) {
 // describe is a one-line description of a model.
 func describe(m model.Model) string {
 	if mlp, ok := m.(*model.MLP); ok {
+		if mlp.Index != nil {
+			return fmt.Sprintf("mlp %v over %d of %d features per event", mlp.Layers, len(mlp.Index), mlp.F)
+		}
 		return fmt.Sprintf("mlp %v", mlp.Layers)
 	}
 	return m.Arch()

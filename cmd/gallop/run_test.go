@@ -463,3 +463,28 @@ func TestSequenceLayouts(t *testing.T) {
 		t.Fatalf("mlp with a layout: exit %d\n%s", code, out.String())
 	}
 }
+
+// TestMLPOnBookColumns trains an MLP on the 40 book columns only
+// (--inputs book): the run exports a full-input model whose engine equals
+// the GoMLX forward, and the option is refused where it does not apply.
+func TestMLPOnBookColumns(t *testing.T) {
+	c := tinyConfig(t)
+	c.Model.Inputs = "book"
+	c.Train.Steps = 20
+	var out bytes.Buffer
+	res, err := Train(context.Background(), c, trainOptions{quiet: true, out: &out}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "over 40 of 51 features") {
+		t.Errorf("output does not describe the book-only MLP:\n%s", out.String())
+	}
+	checkEngineParity(t, filepath.Join(res.RunDir, "export"))
+	for _, args := range [][]string{{"--inputs", "ticks"}, {"--inputs", "book", "--arch", "gru"}} {
+		var eout bytes.Buffer
+		if code := run(context.Background(), append([]string{"train", "--quiet", "--runs-dir", t.TempDir()}, args...), &eout, &eout); code == 0 ||
+			!strings.Contains(eout.String(), "model.inputs") {
+			t.Errorf("train %v: exit %d:\n%s", args, code, eout.String())
+		}
+	}
+}

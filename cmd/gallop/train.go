@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -717,7 +718,10 @@ func exportModel(dir string, m model.Model, st *train.State, norm batch.Normaliz
 	}
 	switch mm := m.(type) {
 	case *model.MLP:
-		spec.Layers, spec.Activation = mm.Layers, infer.ActivationReLU
+		// An MLP over some feature columns exports as one over all of
+		// them, with zero weights for the others (Dense0Full).
+		spec.Layers, spec.Activation = slices.Clone(mm.Layers), infer.ActivationReLU
+		spec.Layers[0] = mm.W * mm.F
 	case *model.GRU:
 		spec.Hidden = mm.H
 	case *model.DeepLOB:
@@ -731,7 +735,11 @@ func exportModel(dir string, m model.Model, st *train.State, norm batch.Normaliz
 		if err != nil {
 			return "", err
 		}
-		ps = append(ps, infer.Param{Name: p.Name, Shape: p.Shape, Data: data})
+		shape := p.Shape
+		if mm, ok := m.(*model.MLP); ok && i == 0 {
+			data, shape = mm.Dense0Full(data), []int{mm.W * mm.F, p.Shape[1]}
+		}
+		ps = append(ps, infer.Param{Name: p.Name, Shape: shape, Data: data})
 	}
 	im, err := infer.FromParams(spec, norm.Mean, norm.Std, ps)
 	if err != nil {
