@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/gallop-dev/gallop/train"
 )
@@ -122,17 +121,11 @@ func (w *Watcher) Observe(out train.StepOut, samples []int32) {
 	w.ch <- item{gen: gen, out: out, samples: s}
 }
 
-func scalar(t *tensors.Tensor) float64 {
-	var v float64
-	tensors.MustConstFlatData(t, func(f []float32) { v = float64(f[0]) })
-	return v
-}
-
 func (w *Watcher) run() {
 	defer w.wg.Done()
 	for it := range w.ch {
 		o := it.out
-		v := Value{Step: o.Step, LR: o.LR, Start: o.Start, Loss: scalar(o.Loss), GradNorm: scalar(o.GradNorm), Finite: scalar(o.Finite) == 1}
+		v := Value{Step: o.Step, LR: o.LR, Start: o.Start, Loss: float64(o.Value(o.Loss)), GradNorm: float64(o.Value(o.GradNorm)), Finite: o.Value(o.Finite) == 1}
 		v.Ready = time.Now()
 		if v.Finite && w.cfg.SpikeZ >= 0 {
 			v.Z, v.Spike = w.spike.Observe(v.Loss)
@@ -147,13 +140,12 @@ func (w *Watcher) run() {
 			if w.err == nil && it.gen == w.gen {
 				e := &NonFiniteError{Step: v.Step, Loss: v.Loss, GradNorm: v.GradNorm, Samples: append([]int32(nil), it.samples...)}
 				if o.ParamFinite != nil {
-					tensors.MustConstFlatData(o.ParamFinite, func(f []float32) {
-						for i := len(f) - 1; i >= 0; i-- {
-							if f[i] != 1 {
-								e.BadParams = append(e.BadParams, w.name(i))
-							}
+					f := o.ParamFiniteFlags()
+					for i := len(f) - 1; i >= 0; i-- {
+						if f[i] != 1 {
+							e.BadParams = append(e.BadParams, w.name(i))
 						}
-					})
+					}
 				}
 				w.err = e
 			}

@@ -206,3 +206,68 @@ func TestStepRowsEqualsStep(t *testing.T) {
 		}
 	}
 }
+
+// TestStepRowsNEqualsStepRows: n steps unrolled in one call give, bit for
+// bit, the state and per-step losses of n StepRows calls, with a different
+// learning rate each step.
+func TestStepRowsNEqualsStepRows(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gocpu.New()
+	feats, labels, offs, err := f.w.Flat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, B = 3, 16
+	var rows []*tensors.Tensor
+	for i := range n {
+		ids := make([]int32, B)
+		batch.GlobalRows(offs, f.refs[100+i*B:100+(i+1)*B], ids)
+		rows = append(rows, tensors.FromFlatDataAndDimensions(ids, B))
+	}
+	lrs := []float64{1e-3, 3e-3, 2e-3}
+
+	a := NewStepper(be, f.m, DefaultOptimizer())
+	sa := a.NewState(5)
+	b := NewStepper(be, f.m, DefaultOptimizer())
+	sb := b.NewState(5)
+	data, err := a.NewDeviceData(feats, labels, f.w.F, f.w.W)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []float32
+	for i := range n {
+		o, err := a.StepRows(sa, lrs[i], f.mean, f.std, data, rows[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, o.Value(o.Loss))
+	}
+	outs, err := b.StepRowsN(sb, lrs, f.mean, f.std, data, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(outs) != n || sb.Step != int64(n) {
+		t.Fatalf("%d outputs, state at step %d; want %d, %d", len(outs), sb.Step, n, n)
+	}
+	for i, o := range outs {
+		if o.Step != int64(i) || o.LR != lrs[i] || o.Value(o.Loss) != want[i] || o.Value(o.Finite) != 1 || o.Value(o.Skipped) != 0 {
+			t.Errorf("step %d: %+v loss %v, want loss %v", i, o, o.Value(o.Loss), want[i])
+		}
+		if flags := o.ParamFiniteFlags(); len(flags) != len(sb.Params) || flags[0] != 1 {
+			t.Errorf("step %d: per-parameter flags %v", i, flags)
+		}
+	}
+	for _, g := range [][2][]*tensors.Tensor{{sa.Params, sb.Params}, {sa.M, sb.M}, {sa.V, sb.V}} {
+		for i := range g[0] {
+			pa, pb := tensors.MustCopyFlatData[float32](g[0][i]), tensors.MustCopyFlatData[float32](g[1][i])
+			for j := range pa {
+				if pa[j] != pb[j] {
+					t.Fatalf("state tensor %d[%d]: %v after %d StepRows, %v after StepRowsN", i, j, pa[j], n, pb[j])
+				}
+			}
+		}
+	}
+	if _, err := b.StepRowsN(sb, lrs[:2], f.mean, f.std, data, rows); err == nil {
+		t.Error("2 learning rates for 3 row sets: no error")
+	}
+}

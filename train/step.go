@@ -131,6 +131,33 @@ type StepOut struct {
 	// Skipped is float32 scalar: 1 when the update was skipped (non-finite
 	// gradients, e.g. an fp16 overflow). Nil for accumulate-only calls.
 	Skipped *tensors.Tensor
+	// Index is this step's entry in the tensors above when one call ran
+	// several steps (StepRowsN): Loss, GradNorm, Finite and Skipped are
+	// then [N] and ParamFinite [N, len(params)], shared by the N StepOuts.
+	// 0, with scalars, otherwise.
+	Index int
+}
+
+// Value returns element Index of t, one of the StepOut's per-step tensors
+// (Loss, GradNorm, Finite, Skipped), reading it from the device if needed.
+func (o StepOut) Value(t *tensors.Tensor) float32 {
+	var v float32
+	tensors.MustConstFlatData(t, func(f []float32) { v = f[o.Index] })
+	return v
+}
+
+// ParamFiniteFlags returns the per-parameter finiteness flags of this step
+// (1 finite), reading them from the device if needed.
+func (o StepOut) ParamFiniteFlags() []float32 {
+	var out []float32
+	tensors.MustConstFlatData(o.ParamFinite, func(f []float32) {
+		n := len(f)
+		if o.ParamFinite.Rank() == 2 {
+			n = o.ParamFinite.Shape().Dimensions[1]
+		}
+		out = append(out, f[o.Index*n:(o.Index+1)*n]...)
+	})
+	return out
 }
 
 // Stepper runs the compiled train step of a model.
@@ -140,11 +167,12 @@ type Stepper struct {
 	opt       Optimizer
 	precision Precision
 	accum     int
-	exec      *Exec // fused step (accum == 1)
-	accExec   *Exec // accumulate one micro-batch
-	applyExec *Exec // apply the accumulated update
-	rowsExec  *Exec // fused step over a device-resident dataset
-	seqExec   *Exec // step over padded or packed sequences
+	exec      *Exec         // fused step (accum == 1)
+	accExec   *Exec         // accumulate one micro-batch
+	applyExec *Exec         // apply the accumulated update
+	rowsExec  *Exec         // fused step over a device-resident dataset
+	rowsNExec map[int]*Exec // StepRowsN, by number of steps
+	seqExec   *Exec         // step over padded or packed sequences
 	seqPred   *Exec
 	pred      *Exec
 	nParams   int
@@ -564,6 +592,91 @@ func (s *Stepper) rowsGraph(window int) func(in []*Node) []*Node {
 		y := Reshape(Gather(Reshape(labels, labels.Shape().Dimensions[0], 1), Reshape(rows, b, 1)), b)
 		return s.fusedGraph(append(in[:k-3:k-3], x, y))
 	}
+}
+
+// rowsGraphN chains n rows steps in one graph (unrolled): its inputs are
+// fusedGraph's state (params, m, v), hyper [n, 3], amp, mean, std, the
+// dataset's features and labels, then n row-id vectors [B]; its outputs the
+// final state (params, m, v, amp), then each per-step output stacked over
+// the steps: loss, grad norm, finite, skipped [n] and per-parameter finite
+// [n, params].
+func (s *Stepper) rowsGraphN(window, steps int) func(in []*Node) []*Node {
+	step := s.rowsGraph(window)
+	return func(in []*Node) []*Node {
+		n := s.nParams
+		state := in[:3*n]
+		hyper, amp, mean, std, feats, labels := in[3*n], in[3*n+1], in[3*n+2], in[3*n+3], in[3*n+4], in[3*n+5]
+		rows := in[3*n+6:]
+		var loss, gnorm, finite, perParam, skipped []*Node
+		for i := range steps {
+			h := Reshape(Slice(hyper, AxisElem(i)), 3)
+			args := append(append(make([]*Node, 0, 3*n+7), state...), h, amp, mean, std, feats, labels, rows[i])
+			outs := step(args)
+			state, amp = outs[:3*n], outs[3*n]
+			loss, gnorm, finite = append(loss, outs[3*n+1]), append(gnorm, outs[3*n+2]), append(finite, outs[3*n+3])
+			perParam, skipped = append(perParam, outs[3*n+4]), append(skipped, outs[3*n+5])
+		}
+		return append(append(make([]*Node, 0, 3*n+6), state...), amp,
+			Stack(loss, 0), Stack(gnorm, 0), Stack(finite, 0), Stack(perParam, 0), Stack(skipped, 0))
+	}
+}
+
+// StepRowsN runs len(lrs) consecutive StepRows in one call of one compiled
+// graph, the steps unrolled: step i uses learning rate lrs[i] and the
+// samples ending at rows[i]. It returns one StepOut per step (sharing
+// stacked tensors, see StepOut.Index); the state after the last step is in
+// st, as after as many StepRows calls, which it equals. A call costs the
+// host about what one StepRows call costs, so small models that are bound
+// by the host's per-call work (launch, buffers, synchronisation) run up to
+// len(lrs) times faster; each distinct len(lrs) compiles once.
+func (s *Stepper) StepRowsN(st *State, lrs []float64, mean, std *tensors.Tensor, data *DeviceData, rows []*tensors.Tensor) ([]StepOut, error) {
+	k := len(lrs)
+	if k == 0 || len(rows) != k {
+		return nil, fmt.Errorf("train: StepRowsN: %d learning rates and %d row sets, want the same number, at least 1", k, len(rows))
+	}
+	if s.accum != 1 {
+		return nil, fmt.Errorf("train: StepRowsN does not support gradient accumulation")
+	}
+	start := time.Now()
+	s.fillAux(st)
+	if s.rowsNExec == nil {
+		s.rowsNExec = map[int]*Exec{}
+	}
+	exec := s.rowsNExec[k]
+	if exec == nil {
+		exec = MustNewExec(s.backend, s.rowsGraphN(data.Window, k)).WithName(fmt.Sprintf("train_steps_%d", k))
+		s.rowsNExec[k] = exec
+	}
+	n := s.nParams
+	args, err := s.donate(make([]any, 0, 3*n+6+k), st.Step, concat(st.Params, st.M, st.V, []*tensors.Tensor{st.Amp})...)
+	if err != nil {
+		return nil, err
+	}
+	amp := args[len(args)-1]
+	hyper := make([]float32, 0, 3*k)
+	for i, lr := range lrs {
+		t := float64(st.Step + int64(i) + 1)
+		hyper = append(hyper, float32(lr), float32(1-math.Pow(s.opt.Beta1, t)), float32(1-math.Pow(s.opt.Beta2, t)))
+	}
+	args = append(args[:len(args)-1], tensors.FromFlatDataAndDimensions(hyper, k, 3), amp, mean, std, data.Features, data.Labels)
+	for _, r := range rows {
+		args = append(args, r)
+	}
+	outs, err := exec.Call(args...)
+	if err != nil {
+		return nil, fmt.Errorf("train: steps %d-%d: %w", st.Step, st.Step+int64(k)-1, err)
+	}
+	copy(st.Params, outs[:n])
+	copy(st.M, outs[n:2*n])
+	copy(st.V, outs[2*n:3*n])
+	st.Amp = outs[3*n]
+	res := make([]StepOut, k)
+	for i := range res {
+		res[i] = StepOut{Step: st.Step + int64(i), LR: lrs[i], Start: start, Applied: true, Index: i,
+			Loss: outs[3*n+1], GradNorm: outs[3*n+2], Finite: outs[3*n+3], ParamFinite: outs[3*n+4], Skipped: outs[3*n+5]}
+	}
+	st.Step += int64(k)
+	return res, nil
 }
 
 // StepRows is Step for a dataset resident on the device: rows (int32 [B],

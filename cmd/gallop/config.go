@@ -78,7 +78,12 @@ type TrainConfig struct {
 	Precision string `toml:"precision" json:"precision"`
 	// Accumulate is the number of micro-batches of BatchSize per optimizer
 	// step (gradient accumulation).
-	Accumulate      int `toml:"accumulate" json:"accumulate"`
+	Accumulate int `toml:"accumulate" json:"accumulate"`
+	// StepsPerCall runs that many optimizer steps per call of one compiled
+	// graph (the steps unrolled, the same updates), to amortise the host's
+	// per-call cost on small models. Needs accumulate = 1 and one device;
+	// steps, eval_every and checkpoint_every must be multiples of it.
+	StepsPerCall    int `toml:"steps_per_call" json:"steps_per_call"`
 	EvalEvery       int `toml:"eval_every" json:"eval_every"`
 	CheckpointEvery int `toml:"checkpoint_every" json:"checkpoint_every"`
 	KeepCheckpoints int `toml:"keep_checkpoints" json:"keep_checkpoints"`
@@ -123,6 +128,7 @@ func DefaultConfig() Config {
 			Optimizer:        train.DefaultOptimizer(),
 			Precision:        "fp32",
 			Accumulate:       1,
+			StepsPerCall:     1,
 			EvalEvery:        2000,
 			CheckpointEvery:  2000,
 			KeepCheckpoints:  2,
@@ -172,6 +178,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: data.seq_len = %d, data.seq_bucket_ms = %g: want >= 2 and > 0", d.SeqLen, d.SeqBucketMs)
 	case t.Accumulate < 1:
 		return fmt.Errorf("config: train.accumulate = %d, want >= 1", t.Accumulate)
+	case t.StepsPerCall < 1:
+		return fmt.Errorf("config: train.steps_per_call = %d, want >= 1", t.StepsPerCall)
+	case t.StepsPerCall > 1 && (t.Accumulate != 1 || c.Model.Layout != ""):
+		return fmt.Errorf("config: train.steps_per_call = %d needs accumulate = 1 and fixed windows (no model.layout)", t.StepsPerCall)
+	case t.StepsPerCall > 1 && (t.Steps%t.StepsPerCall != 0 || t.EvalEvery%t.StepsPerCall != 0 || t.CheckpointEvery%t.StepsPerCall != 0):
+		return fmt.Errorf("config: train.steps_per_call = %d must divide train.steps (%d), eval_every (%d) and checkpoint_every (%d)",
+			t.StepsPerCall, t.Steps, t.EvalEvery, t.CheckpointEvery)
 	case t.OnNonFinite != "stop" && t.OnNonFinite != "skip" && t.OnNonFinite != "rollback":
 		return fmt.Errorf("config: train.on_nonfinite = %q: want stop, skip or rollback", t.OnNonFinite)
 	case t.OnNonFinite == "rollback" && (t.RollbackLRFactor <= 0 || t.RollbackLRFactor > 1):
@@ -295,6 +308,7 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.Float64Var(&c.Train.LR, "lr", c.Train.LR, "peak learning rate")
 	fs.StringVar(&c.Train.Precision, "precision", c.Train.Precision, "compute precision: fp32, bf16 or fp16 (fp32 master weights)")
 	fs.IntVar(&c.Train.Accumulate, "accumulate", c.Train.Accumulate, "micro-batches per optimizer step (gradient accumulation)")
+	fs.IntVar(&c.Train.StepsPerCall, "steps-per-call", c.Train.StepsPerCall, "optimizer steps per call of the compiled graph (unrolled; for small models on a GPU)")
 	fs.StringVar(&c.Train.Optimizer.Name, "optimizer", c.Train.Optimizer.Name, "adam, adamw or sgd")
 	fs.Float64Var(&c.Train.Optimizer.WeightDecay, "weight-decay", c.Train.Optimizer.WeightDecay, "decoupled weight decay")
 	fs.Float64Var(&c.Train.Optimizer.ClipNorm, "clip-norm", c.Train.Optimizer.ClipNorm, "global gradient-norm clip (0: off)")

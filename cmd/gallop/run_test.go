@@ -488,3 +488,54 @@ func TestMLPOnBookColumns(t *testing.T) {
 		}
 	}
 }
+
+// TestStepsPerCall trains with 8 optimizer steps per call on the CPU (more
+// batches than the loader's default pool holds at once): the
+// metrics have every step's loss, the run equals the same run with one
+// step per call step for step (the updates are the same), and settings
+// that cannot run are refused.
+func TestStepsPerCall(t *testing.T) {
+	losses := func(k int) []float64 {
+		c := tinyConfig(t)
+		c.Train.Steps, c.Train.StepsPerCall, c.Train.EvalEvery, c.Train.CheckpointEvery = 48, k, 24, 24
+		var out bytes.Buffer
+		res, err := Train(context.Background(), c, trainOptions{quiet: true, out: &out}, &out)
+		if err != nil {
+			t.Fatalf("steps per call %d: %v\n%s", k, err, out.String())
+		}
+		if k > 1 && !strings.Contains(out.String(), "one call of 8 optimizer steps") {
+			t.Errorf("output does not say steps per call:\n%s", out.String())
+		}
+		l, err := readLosses(filepath.Join(res.RunDir, "metrics.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	one, four := losses(1), losses(8)
+	if len(four) != 48 || len(one) != 48 {
+		t.Fatalf("%d and %d train losses, want 48", len(one), len(four))
+	}
+	for s, l := range one {
+		if math.IsNaN(l) || math.IsNaN(four[s]) {
+			t.Fatalf("step %d: no loss recorded (%v, %v)", s, l, four[s])
+		}
+		// The CPU path of one step per call gathers windows on the host,
+		// the unrolled path on the device: the same values, summed in
+		// possibly another order.
+		if d := math.Abs(four[s] - l); d > 1e-4*max(1, math.Abs(l)) {
+			t.Errorf("step %d: loss %v with 8 steps per call, %v with 1", s, four[s], l)
+		}
+	}
+	for _, args := range [][]string{
+		{"--steps-per-call", "0"},
+		{"--steps-per-call", "3", "--steps", "10"},
+		{"--steps-per-call", "2", "--accumulate", "2"},
+	} {
+		var eout bytes.Buffer
+		if code := run(context.Background(), append([]string{"train", "--quiet", "--runs-dir", t.TempDir()}, args...), &eout, &eout); code == 0 ||
+			!strings.Contains(eout.String(), "steps_per_call") {
+			t.Errorf("train %v: exit %d:\n%s", args, code, eout.String())
+		}
+	}
+}

@@ -297,13 +297,19 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	lcfg := batch.LoaderConfig{BatchSize: cfg.Train.BatchSize, Prefetch: cfg.Train.Prefetch}
+	if k := cfg.Train.StepsPerCall; k > 1 {
+		// A call holds k batches: stage the next call's while it runs.
+		lcfg.Prefetch = max(lcfg.Prefetch, 2*k)
+	}
 	// On a GPU the whole dataset goes to the device once and each step
 	// gathers its windows there: only B row ids cross per step. Batches are
 	// staged on the device ahead of the step either way.
 	var devData *train.DeviceData
 	var dp *dataParallel
-	if spec.Kind == "gpu" {
-		lcfg.Backend = backend
+	if spec.Kind == "gpu" || cfg.Train.StepsPerCall > 1 {
+		if spec.Kind == "gpu" {
+			lcfg.Backend = backend
+		}
 		if cfg.Train.Accumulate == 1 {
 			feats, labels, offs, err := win.Flat()
 			if err != nil {
@@ -317,6 +323,9 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				}
 				if cfg.Train.BatchSize%n != 0 {
 					return res, fmt.Errorf("train: batch size %d does not split over %d GPUs", cfg.Train.BatchSize, n)
+				}
+				if cfg.Train.StepsPerCall > 1 {
+					return res, fmt.Errorf("train: --steps-per-call is not supported on several GPUs yet")
 				}
 				if dp, err = newDataParallel(stepper, st, feats, labels, win, n, mean, std, norm); err != nil {
 					return res, err
@@ -398,12 +407,25 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	var lastCkpt, bestCkpt string
 	bestF1, bestStep := -1.0, int64(-1)
 	lrScale := 1.0
+	// With steps_per_call K > 1, K batches are gathered and run as one
+	// call (StepRowsN); the profiler sees one step per call.
+	K := int64(cfg.Train.StepsPerCall)
+	var pending []*batch.Batch
+	var pendingLR []float64
+	var pendingRows []*tensors.Tensor
+	releasePending := func() {
+		for _, b := range pending {
+			loader.Release(b)
+		}
+		pending, pendingLR = pending[:0], pendingLR[:0]
+	}
+	calls := 0
 	trainStart := time.Now()
 	for step := int64(0); step < int64(cfg.Train.Steps); step++ {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		if rec != nil {
+		if rec != nil && step%K == 0 {
 			rec.BeginStep(step)
 		}
 		t := stamp(rec)
@@ -416,6 +438,32 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				return res, fmt.Errorf("train: step %d: %w", step, err)
 			}
 			t = end(rec, profile.Data, t)
+			if K > 1 {
+				pending, pendingLR = append(pending, b), append(pendingLR, lr)
+				if int64(len(pending)) < K {
+					continue
+				}
+				pendingRows = pendingRows[:0]
+				for _, pb := range pending {
+					pendingRows = append(pendingRows, pb.Rows)
+				}
+				outs, err := stepper.StepRowsN(st, pendingLR, mean, std, devData, pendingRows)
+				if err != nil {
+					return res, err
+				}
+				if calls++; calls == 1 && rec != nil {
+					rec.Compile(time.Duration(rec.Start()-t), fmt.Sprintf("train_steps_%d", K))
+					t = rec.Start()
+				} else {
+					t = end(rec, profile.Dispatch, t)
+				}
+				for i, o := range outs {
+					watcher.Observe(o, pending[i].Index)
+				}
+				state = b.State
+				releasePending()
+				continue
+			}
 			var outp train.StepOut
 			if dp != nil {
 				outp, err = dp.step(lr, b.Rows)
@@ -470,6 +518,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				res.Rollbacks++
 				fmt.Fprintf(stderr, "guard    %v\nguard    rolled back to %s (step %d), learning rate × %g\n", nf, filepath.Base(lastCkpt), ck.Step, lrScale)
 				watcher.Reset()
+				releasePending()
 				if rec != nil {
 					rec.EndStep(samplesPerStep, eventsPerStep)
 				}
@@ -506,8 +555,8 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 			end(rec, profile.Checkpoint, t)
 			mark(rec, "checkpoint")
 		}
-		if rec != nil {
-			rec.EndStep(samplesPerStep, eventsPerStep)
+		if rec != nil && (step+1)%K == 0 {
+			rec.EndStep(int(K)*samplesPerStep, int(K)*eventsPerStep)
 		}
 		progress(bar, logLines, stderr, watcher.Last(), step, cfg.Train.Steps, eventsPerStep, trainStart)
 	}
@@ -592,7 +641,11 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		fmt.Fprintf(out, "guard    %d non-finite steps (%s), %d rollbacks\n", res.NonFinite, cfg.Train.OnNonFinite, res.Rollbacks)
 	}
 	if rep != nil {
-		fmt.Fprintf(out, "profile  %s\n", rep.Verdict)
+		if cfg.Train.StepsPerCall > 1 {
+			fmt.Fprintf(out, "profile  %s (a profiled step is one call of %d optimizer steps)\n", rep.Verdict, cfg.Train.StepsPerCall)
+		} else {
+			fmt.Fprintf(out, "profile  %s\n", rep.Verdict)
+		}
 	}
 	fmt.Fprintf(out, "run      %s\n", dir)
 	fmt.Fprintf(out, "\nnext     ")
