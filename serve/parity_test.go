@@ -183,18 +183,8 @@ func TestParityLOBSTER(t *testing.T) {
 	}
 	t.Logf("pipeline:\n%s", sum)
 	served := make([][]Prediction, len(zips))
-	br, err := NewBinaryReader(&out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		var p Prediction
-		if err := br.Next(&p); err == io.EOF {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		served[p.Instrument-1] = append(served[p.Instrument-1], p)
+	for id, ps := range readBinary(t, &out) {
+		served[id-1] = ps
 	}
 
 	// The GoMLX batch forward.

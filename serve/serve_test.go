@@ -112,19 +112,7 @@ func TestServeMatchesReference(t *testing.T) {
 			t.Logf("%s", sum)
 			got := map[uint32][]Prediction{}
 			if format == Binary {
-				br, err := NewBinaryReader(&out)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for {
-					var p Prediction
-					if err := br.Next(&p); err == io.EOF {
-						break
-					} else if err != nil {
-						t.Fatal(err)
-					}
-					got[p.Instrument] = append(got[p.Instrument], p)
-				}
+				got = readBinary(t, &out)
 			} else {
 				sc := bufio.NewScanner(&out)
 				for sc.Scan() {
@@ -386,20 +374,7 @@ func TestServeInt8(t *testing.T) {
 	if _, err := srv.Serve(context.Background(), &out, src); err != nil {
 		t.Fatal(err)
 	}
-	br, err := NewBinaryReader(&out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[uint32][]Prediction{}
-	for {
-		var p Prediction
-		if err := br.Next(&p); err == io.EOF {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		got[p.Instrument] = append(got[p.Instrument], p)
-	}
+	got := readBinary(t, &out)
 	var worst float64
 	n, differ := 0, 0
 	for id, w := range want {
@@ -426,5 +401,25 @@ func TestServeInt8(t *testing.T) {
 	t.Logf("int8 vs float32 over %d predictions: worst rel err %.3g", n, worst)
 	if _, err := New(m, Config{Weights: "int3"}); err == nil || !strings.Contains(err.Error(), "int3") {
 		t.Errorf("weights int3: err %v", err)
+	}
+}
+
+// readBinary reads a binary prediction stream to its end, grouped by
+// instrument in stream order.
+func readBinary(t *testing.T, r io.Reader) map[uint32][]Prediction {
+	t.Helper()
+	br, err := NewBinaryReader(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint32][]Prediction{}
+	for {
+		var p Prediction
+		if err := br.Next(&p); err == io.EOF {
+			return got
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		got[p.Instrument] = append(got[p.Instrument], p)
 	}
 }
