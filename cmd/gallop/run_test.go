@@ -204,6 +204,16 @@ func TestNaNStopsTheRunNamingStepAndBatch(t *testing.T) {
 	if err == nil || res.Rollbacks != maxRollbacks || !strings.Contains(stderr.String(), "rolled back") {
 		t.Fatalf("rollback: %+v %v\n%s", res, err, stderr.String())
 	}
+	// The same with 2 steps per call: queued batches of abandoned steps go
+	// back to their loader, and the run resumes on call boundaries.
+	c.Train.StepsPerCall, c.Train.CheckpointEvery = 2, 2
+	c.Train.Steps -= c.Train.Steps % 2
+	c.Train.EvalEvery -= c.Train.EvalEvery % 2
+	stderr.Reset()
+	res, err = Train(context.Background(), c, opt, &stderr)
+	if err == nil || res.Rollbacks != maxRollbacks || !strings.Contains(stderr.String(), "rolled back") {
+		t.Fatalf("rollback, 2 steps per call: %+v %v\n%s", res, err, stderr.String())
+	}
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }

@@ -410,16 +410,8 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	// With steps_per_call K > 1, K batches are gathered and run as one
 	// call (StepRowsN); the profiler sees one step per call.
 	K := int64(cfg.Train.StepsPerCall)
-	var pending []*batch.Batch
-	var pendingLR []float64
-	var pendingRows []*tensors.Tensor
-	releasePending := func() {
-		for _, b := range pending {
-			loader.Release(b)
-		}
-		pending, pendingLR = pending[:0], pendingLR[:0]
-	}
-	calls := 0
+	disp := &dispatcher{stepper: stepper, dp: dp, devData: devData, mean: mean, std: std,
+		loader: loader, watcher: watcher, rec: rec, perCall: cfg.Train.StepsPerCall}
 	trainStart := time.Now()
 	for step := int64(0); step < int64(cfg.Train.Steps); step++ {
 		if err := ctx.Err(); err != nil {
@@ -438,53 +430,10 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				return res, fmt.Errorf("train: step %d: %w", step, err)
 			}
 			t = end(rec, profile.Data, t)
-			if K > 1 {
-				pending, pendingLR = append(pending, b), append(pendingLR, lr)
-				if int64(len(pending)) < K {
-					continue
-				}
-				pendingRows = pendingRows[:0]
-				for _, pb := range pending {
-					pendingRows = append(pendingRows, pb.Rows)
-				}
-				outs, err := stepper.StepRowsN(st, pendingLR, mean, std, devData, pendingRows)
-				if err != nil {
-					return res, err
-				}
-				if calls++; calls == 1 && rec != nil {
-					rec.Compile(time.Duration(rec.Start()-t), fmt.Sprintf("train_steps_%d", K))
-					t = rec.Start()
-				} else {
-					t = end(rec, profile.Dispatch, t)
-				}
-				for i, o := range outs {
-					watcher.Observe(o, pending[i].Index)
-				}
-				state = b.State
-				releasePending()
-				continue
-			}
-			var outp train.StepOut
-			if dp != nil {
-				outp, err = dp.step(lr, b.Rows)
-			} else if devData != nil {
-				outp, err = stepper.StepRows(st, lr, mean, std, devData, b.Rows)
-			} else {
-				outp, err = stepper.Step(st, lr, mean, std, b.X, b.Y)
-			}
-			if err != nil {
+			state = b.State // before the dispatcher hands b back to the loader
+			if t, err = disp.step(st, b, lr, t); err != nil {
 				return res, err
 			}
-			if step == 0 && micro == 0 && rec != nil {
-				// The first call compiles the graph: charge it to compilation.
-				rec.Compile(time.Duration(rec.Start()-t), "train_step")
-				t = rec.Start()
-			} else {
-				t = end(rec, profile.Dispatch, t)
-			}
-			watcher.Observe(outp, b.Index)
-			state = b.State
-			loader.Release(b)
 		}
 
 		if gerr := watcher.Err(); gerr != nil {
@@ -505,6 +454,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				if err != nil {
 					return res, err
 				}
+				disp.drop() // queued batches of the abandoned steps, back to their loader
 				loader.Close()
 				sampler = batch.NewSampler(len(split.Train), ck.Seed, true)
 				if err := sampler.Restore(ck.Sampler); err != nil {
@@ -513,12 +463,12 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				if loader, err = batch.NewLoader(ctx, win, split.Train, sampler, lcfg); err != nil {
 					return res, err
 				}
+				disp.loader = loader
 				st = ns
 				lrScale *= cfg.Train.RollbackLRFactor
 				res.Rollbacks++
 				fmt.Fprintf(stderr, "guard    %v\nguard    rolled back to %s (step %d), learning rate × %g\n", nf, filepath.Base(lastCkpt), ck.Step, lrScale)
 				watcher.Reset()
-				releasePending()
 				if rec != nil {
 					rec.EndStep(samplesPerStep, eventsPerStep)
 				}

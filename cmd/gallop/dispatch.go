@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/gallop-dev/gallop/batch"
+	"github.com/gallop-dev/gallop/guard"
+	"github.com/gallop-dev/gallop/profile"
+	"github.com/gallop-dev/gallop/train"
+)
+
+// dispatcher runs a training loop's micro-batches on the path the run set
+// up: data parallel (dp), the dataset resident on the device (devData; one
+// step per call, or perCall steps per call through StepRowsN), or batches
+// gathered on the host. It hands every step's outputs to the watcher and
+// each batch back to the loader once the step that used it is dispatched.
+type dispatcher struct {
+	stepper   *train.Stepper
+	dp        *dataParallel
+	devData   *train.DeviceData
+	mean, std *tensors.Tensor
+	loader    *batch.Loader
+	watcher   *guard.Watcher
+	rec       *profile.Recorder
+	perCall   int
+
+	calls   int
+	pending []*batch.Batch // queued for the next StepRowsN call
+	lrs     []float64
+	rows    []*tensors.Tensor
+}
+
+// step runs micro-batch b at learning rate lr on st, or, with several
+// steps per call, queues it and runs the call once perCall are queued. t is
+// the profiler's stamp when b was ready; step returns the stamp after the
+// work, which it charges to dispatch, or to compilation for the first call.
+func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile.Stamp) (profile.Stamp, error) {
+	if d.perCall > 1 {
+		d.pending, d.lrs = append(d.pending, b), append(d.lrs, lr)
+		if len(d.pending) < d.perCall {
+			return t, nil
+		}
+		d.rows = d.rows[:0]
+		for _, pb := range d.pending {
+			d.rows = append(d.rows, pb.Rows)
+		}
+		outs, err := d.stepper.StepRowsN(st, d.lrs, d.mean, d.std, d.devData, d.rows)
+		if err != nil {
+			return t, err
+		}
+		t = d.charge(t, fmt.Sprintf("train_steps_%d", d.perCall))
+		for i, o := range outs {
+			d.watcher.Observe(o, d.pending[i].Index)
+		}
+		d.drop()
+		return t, nil
+	}
+	var out train.StepOut
+	var err error
+	switch {
+	case d.dp != nil:
+		out, err = d.dp.step(lr, b.Rows)
+	case d.devData != nil:
+		out, err = d.stepper.StepRows(st, lr, d.mean, d.std, d.devData, b.Rows)
+	default:
+		out, err = d.stepper.Step(st, lr, d.mean, d.std, b.X, b.Y)
+	}
+	if err != nil {
+		return t, err
+	}
+	t = d.charge(t, "train_step")
+	d.watcher.Observe(out, b.Index)
+	d.loader.Release(b)
+	return t, nil
+}
+
+// charge records the time since t as dispatch, or as compilation of graph
+// on the first call, which compiles it.
+func (d *dispatcher) charge(t profile.Stamp, graph string) profile.Stamp {
+	if d.calls++; d.calls == 1 && d.rec != nil {
+		d.rec.Compile(time.Duration(d.rec.Start()-t), graph)
+		return d.rec.Start()
+	}
+	return end(d.rec, profile.Dispatch, t)
+}
+
+// drop returns the queued batches to the loader unused (after a rollback)
+// or used (after their call).
+func (d *dispatcher) drop() {
+	for _, b := range d.pending {
+		d.loader.Release(b)
+	}
+	d.pending, d.lrs = d.pending[:0], d.lrs[:0]
+}
