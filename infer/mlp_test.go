@@ -197,20 +197,25 @@ func TestNaNPropagates(t *testing.T) {
 func TestZeroAllocs(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 4))
 	m := randomModel(r, 20, 44, []int{64, 64}, 3)
-	e := mustMLP(t, m)
-	events := randomEvents(r, m, 64)
-	x := window(events, 19, 20)
-	logits := make([]float32, 3)
-	if a := testing.AllocsPerRun(200, func() { e.Forward(x, logits) }); a != 0 && !raceEnabled {
-		t.Errorf("Forward: %v allocs per run", a)
-	}
-	s := e.NewStream()
-	i := 0
-	if a := testing.AllocsPerRun(200, func() {
-		s.Push(events[i%len(events)], logits)
-		i++
-	}); a != 0 {
-		t.Errorf("Stream.Push: %v allocs per run", a)
+	for _, w := range []Weights{WeightsFloat32, WeightsInt8} {
+		e, err := NewMLPWith(m, Options{Weights: w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := randomEvents(r, m, 64)
+		x := window(events, 19, 20)
+		logits := make([]float32, 3)
+		if a := testing.AllocsPerRun(200, func() { e.Forward(x, logits) }); a != 0 && !raceEnabled {
+			t.Errorf("%s: Forward: %v allocs per run", w, a)
+		}
+		s := e.NewStream()
+		i := 0
+		if a := testing.AllocsPerRun(200, func() {
+			s.Push(events[i%len(events)], logits)
+			i++
+		}); a != 0 {
+			t.Errorf("%s: Stream.Push: %v allocs per run", w, a)
+		}
 	}
 }
 
