@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/gallop-dev/gallop/train"
 )
 

@@ -4,7 +4,9 @@ package infer
 
 func hasVNNI() bool { return false }
 
-func vnniGemv(acc *int32, x *byte, w *byte, groups, tiles int) { panic("infer: VNNI kernels not built") }
+func vnniGemv(acc *int32, x *byte, w *byte, groups, tiles int) {
+	panic("infer: VNNI kernels not built")
+}
 
 func maxReLU16(src *float32, n int) float32 { panic("infer: VNNI kernels not built") }
 

@@ -30,8 +30,8 @@ type MLP struct {
 	// meanW and invStdW repeat mean and invStd for each event of a window,
 	// so that Forward normalises a window in one pass.
 	meanW, invStdW []float32
-	layers        []dense
-	maxWidth      int
+	layers         []dense
+	maxWidth       int
 	// Layer 0's weights rearranged for Streams. An event contributes to
 	// the window ending d events after it through the weights of position
 	// Window-1-d. last holds them for d = 0, [F, H]. For d = 1..Window-1,
@@ -131,9 +131,9 @@ func newMLP(m *Model, simd bool, o Options) (*MLP, error) {
 		return nil, fmt.Errorf("infer: NewMLP: %w", err)
 	}
 	e := &MLP{
-		window: m.Window,
-		nfeat:  len(m.Features),
-		mean:   append([]float32(nil), m.Mean...),
+		window:  m.Window,
+		nfeat:   len(m.Features),
+		mean:    append([]float32(nil), m.Mean...),
 		invStd:  make([]float32, len(m.Std)),
 		simd:    simd,
 		weights: WeightsFloat32,

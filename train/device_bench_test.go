@@ -2,10 +2,10 @@ package train
 
 import (
 	"fmt"
-	"strconv"
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
