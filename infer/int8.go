@@ -5,16 +5,16 @@ import (
 	"math"
 )
 
-// Int8 hidden layers. An MLP built with WeightsInt8 keeps every hidden layer
-// after the first (layer l, 0 < l < last) as int8 weights with one float32
-// scale per output column, and evaluates it on its ReLU'd input quantized to
-// uint8 with one scale per evaluation:
+// Int8 layers. An MLP built with WeightsInt8 keeps every layer but the
+// output layer as int8 weights with one float32 scale per output column.
+// A hidden layer (0 < l < last) runs on its ReLU'd input quantised to uint8
+// with one scale per evaluation:
 //
 //	sw[j] = max_i |W[i,j]| / 127          Wq[i,j] = round(W[i,j] / sw[j]) ∈ [-127, 127]
 //	sx    = max_i relu(x[i]) / 255        xq[i]   = round(relu(x[i]) / sx) ∈ [0, 255]
 //	y[j]  = b[j] + sx·sw[j]·Σ_i xq[i]·Wq[i,j]   (the sum exact in int32)
 //
-// Forward also runs layer 0 in int8, on its signed inputs (the normalised
+// Forward runs layer 0 in int8 too, on its signed input (the normalised
 // window) with a zero point of 128:
 //
 //	sx = max_i |x[i]| / 127               xq[i] = round(x[i] / sx) + 128 ∈ [1, 255]
@@ -22,12 +22,12 @@ import (
 //
 // A Stream keeps layer 0 in float32: it is only F×H per event there, and
 // its partial sums carry across events. The output layer stays float32 so
-// that the logits carry no extra rounding. On CPUs with
-// AVX-512 VNNI the product runs as VPDPBUSD (64 multiply-adds an
-// instruction, 4× fp32 FMA's, on a quarter of the bytes); elsewhere as
-// portable Go with the same integer result.
+// that the logits carry no extra rounding. On CPUs with AVX-512 VNNI the
+// products run as VPDPBUSD (64 multiply-adds an instruction, 4× an fp32
+// FMA's, on a quarter of the bytes); elsewhere as portable Go with the same
+// integer sums.
 
-// qdense is one int8 hidden layer, laid out for vnniGemv.
+// qdense is one int8 layer, laid out for vnniGemv.
 type qdense struct {
 	in, out int
 	groups  int // input groups of 4, padded to an even count
