@@ -88,9 +88,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, error) 
 	defer ld.Close()
 	sched, _ := train.ParseSchedule(c.Train.Schedule, c.Train.LR, int64(c.Train.Steps))
 	w := guard.NewWatcher(guard.Config{Lag: c.Train.GuardLag, BatchSize: c.Train.BatchSize * c.Data.SeqLen, SpikeZ: c.Train.SpikeZ,
-		OnValue: func(v guard.Value) {
-			r.enc.Encode(map[string]any{"step": v.Step, "split": "train", "loss": v.Loss, "grad_norm": v.GradNorm, "lr": v.LR})
-		}})
+		OnValue: trainLine(r.enc, nil, r.log)})
 	var epoch batch.EpochStats
 	curEpoch, ids := 0, make([]int32, 0, 1024)
 	start := time.Now()

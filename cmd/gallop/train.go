@@ -371,26 +371,9 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	for _, p := range m.Params() {
 		names = append(names, p.Name)
 	}
-	spikes := 0
 	watcher := guard.NewWatcher(guard.Config{
 		Lag: cfg.Train.GuardLag, BatchSize: cfg.Train.BatchSize, ParamNames: names, SpikeZ: cfg.Train.SpikeZ,
-		OnValue: func(v guard.Value) {
-			line := map[string]any{"step": v.Step, "split": "train", "loss": v.Loss, "grad_norm": v.GradNorm, "lr": v.LR}
-			if !v.Finite {
-				line["nonfinite"] = true
-			}
-			if v.Spike {
-				line["loss_spike_z"] = v.Z
-				if spikes++; spikes <= 5 {
-					fmt.Fprintf(stderr, "guard    warning: loss spike at step %d: %.4g (z = %.1f)\n", v.Step, v.Loss, v.Z)
-				}
-			}
-			enc.Encode(line)
-			if rec != nil {
-				// Dispatch until the loss could be read: the device track.
-				rec.Span("device 0", "step", v.Start, v.Ready.Sub(v.Start))
-			}
-		},
+		OnValue: trainLine(enc, rec, stderr),
 	})
 	watcherClosed := false
 	defer func() {
@@ -606,6 +589,31 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 
 // guardStop writes guard.json (what went wrong, the batch's samples and
 // the last good checkpoint) and returns the error the run exits with.
+// trainLine returns the watcher callback of a run: each step's line in
+// metrics.jsonl (loss, gradient norm, learning rate; non-finite steps and
+// loss spikes flagged), a warning on stderr for the first 5 spikes, and the
+// step's span on the trace's device track (rec may be nil).
+func trainLine(enc *json.Encoder, rec *profile.Recorder, stderr io.Writer) func(guard.Value) {
+	spikes := 0
+	return func(v guard.Value) {
+		line := map[string]any{"step": v.Step, "split": "train", "loss": v.Loss, "grad_norm": v.GradNorm, "lr": v.LR}
+		if !v.Finite {
+			line["nonfinite"] = true
+		}
+		if v.Spike {
+			line["loss_spike_z"] = v.Z
+			if spikes++; spikes <= 5 {
+				fmt.Fprintf(stderr, "guard    warning: loss spike at step %d: %.4g (z = %.1f)\n", v.Step, v.Loss, v.Z)
+			}
+		}
+		enc.Encode(line)
+		if rec != nil {
+			// Dispatch until the loss could be read: the device track.
+			rec.Span("device 0", "step", v.Start, v.Ready.Sub(v.Start))
+		}
+	}
+}
+
 func guardStop(dir string, w *batch.Windows, refs []batch.Ref, nf *guard.NonFiniteError, ckpt, policy string) error {
 	type sample struct {
 		Index      int32  `json:"index"`
