@@ -20,8 +20,14 @@ import (
 //	sx = max_i |x[i]| / 127               xq[i] = round(x[i] / sx) + 128 ∈ [1, 255]
 //	y[j] = b[j] + sx·sw[j]·(Σ_i xq[i]·Wq[i,j] - 128·Σ_i Wq[i,j])
 //
-// A Stream keeps layer 0 in float32: it is only F×H per event there, and
-// its partial sums carry across events. The output layer stays float32 so
+// A signed input beyond ±int8Clip (a normalised feature more than that
+// many standard deviations out) would coarsen every other input's step, so
+// such outliers are taken out of the int8 product (quantised to the zero
+// point) and added in float32, row by row: the mixed-precision
+// decomposition of LLM.int8(). Streams run layer 0's contributions of an
+// event to later windows this way, each event quantised with its own
+// scale; an event's own contribution to the window it completes stays
+// float32. The output layer stays float32 so
 // that the logits carry no extra rounding. On CPUs with AVX-512 VNNI the
 // products run as VPDPBUSD (64 multiply-adds an instruction, 4× an fp32
 // FMA's, on a quarter of the bytes); elsewhere as portable Go with the same
@@ -43,8 +49,15 @@ type qdense struct {
 	// 128·Σ_i Wq[i,j] for them and 0 otherwise.
 	signed bool
 	corr   []int32
-	vnni   bool
+	// wf, for signed layers, is W in float32 [in, tiles*64], for the
+	// outlier rows.
+	wf   []float32
+	vnni bool
 }
+
+// int8Clip is the largest |input| a signed int8 layer quantises; larger
+// inputs go through the float32 rows.
+const int8Clip = 6
 
 // maxInt8Inputs bounds a layer's inputs so that its int32 sums cannot
 // overflow: 255·127·in < 2^31.
@@ -60,6 +73,13 @@ func newQDense(w []float32, b []float32, in, out int, signed, vnni bool) (*qdens
 	q.b = make([]float32, q.tiles*64)
 	q.corr = make([]int32, q.tiles*64)
 	copy(q.b, b)
+	if signed {
+		n := q.tiles * 64
+		q.wf = make([]float32, in*n)
+		for i := range in {
+			copy(q.wf[i*n:i*n+out], w[i*out:(i+1)*out])
+		}
+	}
 	for j := range out {
 		var m float32
 		for i := range in {
@@ -86,28 +106,91 @@ func newQDense(w []float32, b []float32, in, out int, signed, vnni bool) (*qdens
 func abs32(v float32) float32 { return math.Float32frombits(math.Float32bits(v) &^ (1 << 31)) }
 
 // apply sets y[:tiles*64] to the layer's pre-activation output for input
-// x[:in] (ReLU'd here unless the layer is signed). xq and acc are working
-// memory of at least groups*4 and tiles*64 elements; the bytes of xq past
-// in must be 0.
-func (q *qdense) apply(y, x []float32, xq []byte, acc []int32) {
-	x, y, acc = x[:q.in], y[:q.tiles*64], acc[:q.tiles*64]
-	xq = xq[:q.groups*4]
-	m := q.inputMax(x)
+// x[:in] (ReLU'd here unless the layer is signed). xq, acc and outl are
+// working memory of at least groups*4, tiles*64 and in elements; the bytes
+// of xq past in must be 0.
+func (q *qdense) apply(y, x []float32, xq []byte, acc, outl []int32) {
+	y = y[:q.tiles*64]
+	sx, no := q.sums(x, xq, acc, outl)
 	switch {
-	case m == 0: // every input inactive (or zero)
+	case sx == 0: // every input inactive (or zero)
 		copy(y, q.b)
 		return
-	case !(m <= math.MaxFloat32): // NaN or ±Inf among the inputs
+	case sx != sx: // NaN or ±Inf among the inputs
+		for j := range y {
+			y[j] = float32(math.NaN())
+		}
+		return
+	case q.vnni:
+		dequant16(&y[0], &acc[0], &q.corr[0], &q.scale[0], &q.b[0], len(y), sx)
+	default:
+		for j, a := range acc[:len(y)] {
+			y[j] = float32(math.FMA(float64(float32(a-q.corr[j])*q.scale[j]), float64(sx), float64(q.b[j])))
+		}
+	}
+	q.addOutliers(y, x, outl[:no], 0)
+}
+
+// addTo adds output columns [off, off+len(y)) of the product whose sums
+// (without bias) sums left in acc, with its input scale sx and its no
+// outliers in outl, to y. off must be a multiple of 16.
+func (q *qdense) addTo(y, x []float32, acc []int32, off int, sx float32, outl []int32) {
+	switch {
+	case sx == 0:
+		return
+	case sx != sx:
 		for j := range y {
 			y[j] = float32(math.NaN())
 		}
 		return
 	}
+	n := 0
+	if q.vnni {
+		n = len(y) &^ 15
+		if n > 0 {
+			dequantAdd16(&y[0], &acc[off], &q.corr[off], &q.scale[off], n, sx)
+		}
+	}
+	for j := n; j < len(y); j++ {
+		y[j] = float32(math.FMA(float64(float32(acc[off+j]-q.corr[off+j])*q.scale[off+j]), float64(sx), float64(y[j])))
+	}
+	q.addOutliers(y, x, outl, off)
+}
+
+// addOutliers adds the float32 rows of the outlier inputs outl, columns
+// [off, off+len(y)), to y.
+func (q *qdense) addOutliers(y, x []float32, outl []int32, off int) {
+	stride := q.tiles * 64
+	for _, i := range outl {
+		v, r := x[i], q.wf[int(i)*stride+off:][:len(y)]
+		for j := range y {
+			y[j] += v * r[j]
+		}
+	}
+}
+
+// sums quantises x[:in] into xq and sets acc[:tiles*64] to the integer
+// products. It returns the input scale sx: 0 when every input is inactive
+// (acc is then not set), NaN when x holds a NaN or an infinity; and, for a
+// signed layer, the number of outlier inputs (|x| > int8Clip), whose
+// positions it writes to outl and whose bytes it sets to the zero point.
+func (q *qdense) sums(x []float32, xq []byte, acc, outl []int32) (sx float32, outliers int) {
+	x, acc = x[:q.in], acc[:q.tiles*64]
+	xq = xq[:q.groups*4]
+	m := q.inputMax(x)
+	switch {
+	case m == 0:
+		return 0, 0
+	case !(m <= math.MaxFloat32):
+		return float32(math.NaN()), 0
+	}
 	levels := float32(255)
 	if q.signed {
 		levels = 127
+		m = min(m, int8Clip)
 	}
-	inv, sx := levels/m, m/levels
+	inv := levels / m
+	sx = m / levels
 	n := 0
 	if q.vnni {
 		n = q.in &^ 15
@@ -124,15 +207,21 @@ func (q *qdense) apply(y, x []float32, xq []byte, acc []int32) {
 			xq[i] = quantU8(x[i], inv)
 		}
 	}
+	if q.signed && m == int8Clip {
+		for i, v := range x {
+			if abs32(v) > int8Clip {
+				xq[i] = 128
+				outl[outliers] = int32(i)
+				outliers++
+			}
+		}
+	}
 	if q.vnni {
 		vnniGemv(&acc[0], &xq[0], &q.w[0], q.groups, q.tiles)
-		dequant16(&y[0], &acc[0], &q.corr[0], &q.scale[0], &q.b[0], len(y), sx)
-		return
+	} else {
+		gemvU8S8(acc, xq, q.w, q.groups, q.tiles)
 	}
-	gemvU8S8(acc, xq, q.w, q.groups, q.tiles)
-	for j, a := range acc {
-		y[j] = float32(math.FMA(float64(float32(a-q.corr[j])*q.scale[j]), float64(sx), float64(q.b[j])))
-	}
+	return sx, outliers
 }
 
 // inputMax returns the largest input quantised to the top level: max(0,

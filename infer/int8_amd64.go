@@ -25,3 +25,6 @@ func absMax16(src *float32, n int) float32
 
 //go:noescape
 func quantOff16(dst *byte, src *float32, n int, scale float32)
+
+//go:noescape
+func dequantAdd16(y *float32, acc, corr *int32, scale *float32, n int, sx float32)

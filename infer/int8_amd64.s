@@ -237,3 +237,36 @@ loop:
 done:
 	VZEROUPPER
 	RET
+
+// func dequantAdd16(y *float32, acc, corr *int32, scale *float32, n int, sx float32)
+//
+// y[j] += float32(acc[j] - corr[j]) * scale[j] * sx; n must be a multiple
+// of 16.
+TEXT ·dequantAdd16(SB), NOSPLIT, $0-44
+	MOVQ y+0(FP), DI
+	MOVQ acc+8(FP), SI
+	MOVQ corr+16(FP), BX
+	MOVQ scale+24(FP), DX
+	MOVQ n+32(FP), CX
+	VBROADCASTSS sx+40(FP), Z2
+	SHRQ $4, CX
+	JZ   done
+
+loop:
+	VMOVDQU32 (SI), Z0
+	VPSUBD (BX), Z0, Z0
+	VCVTDQ2PS Z0, Z0
+	VMULPS (DX), Z0, Z0
+	VMOVUPS (DI), Z3
+	VFMADD213PS Z3, Z2, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $64, BX
+	ADDQ $64, DX
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  loop
+
+done:
+	VZEROUPPER
+	RET

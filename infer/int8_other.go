@@ -23,3 +23,7 @@ func absMax16(src *float32, n int) float32 { panic("infer: VNNI kernels not buil
 func quantOff16(dst *byte, src *float32, n int, scale float32) {
 	panic("infer: VNNI kernels not built")
 }
+
+func dequantAdd16(y *float32, acc, corr *int32, scale *float32, n int, sx float32) {
+	panic("infer: VNNI kernels not built")
+}

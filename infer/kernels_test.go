@@ -212,7 +212,7 @@ func BenchmarkLayer(b *testing.B) {
 		yq, xq, acc := make([]float32, q.tiles*64), make([]byte, q.groups*4), make([]int32, q.tiles*64)
 		b.Run(name+"/relu/int8", func(b *testing.B) {
 			for b.Loop() {
-				q.apply(yq, x, xq, acc)
+				q.apply(yq, x, xq, acc, nil)
 			}
 		})
 		if hasVNNI() {

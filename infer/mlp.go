@@ -44,11 +44,16 @@ type MLP struct {
 	simd      bool
 	// q[l] is layer l in int8 (see int8.go) for an MLP built with
 	// WeightsInt8, else nil; q is nil for float32 weights. Every layer but
-	// the last is int8, layer 0 only in Forward (Streams keep theirs in
-	// float32, as last and ahead).
-	q       []*qdense
-	weights Weights
-	scratch sync.Pool // *scratch for Forward
+	// the last is int8; Streams use q[0] only through qahead (an event's
+	// own contribution to the window it completes stays float32, in last).
+	q []*qdense
+	// qahead, with int8 weights, holds the ahead weights of every d as one
+	// signed int8 layer [F, (Window-1)*aheadStride]: position d's H
+	// columns start at (d-1)*aheadStride, a multiple of 64.
+	qahead      *qdense
+	aheadStride int
+	weights     Weights
+	scratch     sync.Pool // *scratch for Forward
 }
 
 // Weights selects how an engine stores and multiplies its weights.
@@ -89,6 +94,7 @@ type scratch struct {
 	idx    []int32
 	xq     []byte  // quantised input of an int8 layer; zero past the layer's inputs
 	acc    []int32 // int32 sums of an int8 layer
+	outl   []int32 // outlier inputs of a signed int8 layer
 }
 
 func (m *MLP) newScratch(inputLen int) *scratch {
@@ -99,10 +105,11 @@ func (m *MLP) newScratch(inputLen int) *scratch {
 		vals: make([]float32, m.maxWidth),
 		idx:  make([]int32, m.maxWidth),
 	}
-	for _, q := range m.q {
+	for _, q := range append(m.q[:len(m.q):len(m.q)], m.qahead) {
 		if q != nil {
 			s.xq = make([]byte, max(len(s.xq), q.groups*4))
 			s.acc = make([]int32, max(len(s.acc), q.tiles*64))
+			s.outl = make([]int32, max(len(s.outl), q.in))
 		}
 	}
 	return s
@@ -193,6 +200,25 @@ func newMLP(m *Model, simd bool, o Options) (*MLP, error) {
 			}
 		}
 	}
+	if e.q != nil && e.window > 1 {
+		// int8 Streams: the contributions of an event to the next Window-1
+		// windows as one int8 product, the event's features quantised with
+		// their own scale.
+		e.aheadStride = (h + 63) / 64 * 64
+		n := (e.window - 1) * e.aheadStride
+		wa := make([]float32, f*n)
+		for d := 1; d < e.window; d++ {
+			p := pos(e.window - 1 - d)
+			for fi := range f {
+				copy(wa[fi*n+(d-1)*e.aheadStride:][:h], p[fi*h:][:h])
+			}
+		}
+		q, err := newQDense(wa, nil, f, n, true, hasVNNI() && !o.noVNNI)
+		if err != nil {
+			return nil, fmt.Errorf("infer: NewMLP: layer 0 of streams: %w", err)
+		}
+		e.qahead = q
+	}
 	e.scratch.New = func() any { return e.newScratch(e.window * e.nfeat) }
 	return e, nil
 }
@@ -236,7 +262,7 @@ func (m *MLP) Forward(x, logits []float32) {
 	l0 := &m.layers[0]
 	h := s.h0[:l0.out]
 	if m.q != nil && m.q[0] != nil {
-		m.q[0].apply(s.h0, xn, s.xq, s.acc)
+		m.q[0].apply(s.h0, xn, s.xq, s.acc, s.outl)
 	} else if l0.byRows {
 		copy(h, l0.b)
 		l0.m.accum(h, xn)
@@ -263,7 +289,7 @@ func (m *MLP) tail(s *scratch, h, logits []float32) {
 			y = logits
 		}
 		if m.q != nil && m.q[l] != nil {
-			m.q[l].apply(next, h, s.xq, s.acc)
+			m.q[l].apply(next, h, s.xq, s.acc, s.outl)
 			h, next, spare = y, spare, next
 			continue
 		}

@@ -111,6 +111,17 @@ func (s *Stream) Settle() {
 	h := m.layers[0].out
 	// The newest event is at position Window-1-d of the window ending d
 	// events later, which accumulates in slot head+d-1 (head has moved on).
+	if q := m.qahead; q != nil {
+		sx, no := q.sums(s.xn, s.s.xq, s.s.acc, s.s.outl)
+		slot := s.head
+		for d := 1; d < m.window; d++ {
+			q.addTo(s.acc[slot*h:(slot+1)*h], s.xn, s.s.acc, (d-1)*m.aheadStride, sx, s.s.outl[:no])
+			if slot++; slot == m.window {
+				slot = 0
+			}
+		}
+		return
+	}
 	if m.aheadRows != nil {
 		// Slots head.. and then 0.. receive consecutive column ranges.
 		n := (m.window - 1) * h
