@@ -1,7 +1,9 @@
 // Command onnx measures gallop's pure-Go inference engine (package infer)
-// against ONNX Runtime and GoMLX on the same MLP weights: the latency of one
-// event (one window, batch 1, one thread), for MLP 64-256-256-1 and gallop's
-// default 510-128-64-3.
+// against ONNX Runtime and GoMLX on the same weights: the latency of one
+// event (batch 1, one thread) for the MLPs 64-256-256-1 and gallop's default
+// 510-128-64-3 (one window per event), and for GRU-64 over 40 features with
+// its state carried from event to event (one cell step per event; the
+// exported ONNX step takes and returns the state, see gru.go).
 //
 // It is its own module so that gallop does not depend on ONNX Runtime. The
 // runtime's shared library comes from the onnxruntime-node npm package (see
@@ -69,6 +71,11 @@ func main() {
 		}
 		rows = append(rows, r...)
 	}
+	r, err := runGRU(*n, *rounds)
+	if err != nil {
+		log.Fatalf("GRU: %v", err)
+	}
+	rows = append(rows, r...)
 	fmt.Println("| model | engine | p50 | p99 | p99.9 | ONNX Runtime ÷ engine (p50 / p99) |")
 	fmt.Println("|---|---|---|---|---|---|")
 	for _, r := range rows {

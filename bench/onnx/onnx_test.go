@@ -55,4 +55,43 @@ func TestONNXMatchesGallop(t *testing.T) {
 			t.Fatalf("onnx %v, gallop %v", out.GetData(), want)
 		}
 	}
+
+	// The GRU step export, its state fed back, against gallop's carried
+	// GRUStream.
+	gm, events, err := gruCase(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	geng, err := infer.NewGRU(gm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := geng.NewStream(infer.ModeCarried)
+	f, h := len(gm.Features), gm.Hidden
+	x, _ := ort.NewTensor(ort.NewShape(1, int64(f)), make([]float32, f))
+	defer x.Destroy()
+	h0, _ := ort.NewTensor(ort.NewShape(1, 1, int64(h)), make([]float32, h))
+	defer h0.Destroy()
+	lg, _ := ort.NewEmptyTensor[float32](ort.NewShape(1, 3))
+	defer lg.Destroy()
+	h1, _ := ort.NewEmptyTensor[float32](ort.NewShape(1, 1, int64(h)))
+	defer h1.Destroy()
+	gs, err := ort.NewAdvancedSessionWithONNXData(onnxGRU(gm), []string{"x", "h0"}, []string{"logits", "h"},
+		[]ort.Value{x, h0}, []ort.Value{lg, h1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gs.Destroy()
+	got := make([]float32, 3)
+	for k := range 500 {
+		copy(x.GetData(), events[k])
+		if err := gs.Run(); err != nil {
+			t.Fatal(err)
+		}
+		copy(h0.GetData(), h1.GetData())
+		st.Push(events[k], got)
+		if e := relErr(lg.GetData(), got); e > 1e-5 {
+			t.Fatalf("GRU event %d: onnx %v, gallop %v", k, lg.GetData(), got)
+		}
+	}
 }
