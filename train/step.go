@@ -429,10 +429,15 @@ func (s *Stepper) donateOn(args []any, step int64, dev compute.DeviceNum, ts ...
 }
 
 func (s *Stepper) hyper(st *State, lr float64) *tensors.Tensor {
-	t := float64(st.Step + 1)
-	return tensors.FromFlatDataAndDimensions([]float32{
-		float32(lr), float32(1 - math.Pow(s.opt.Beta1, t)), float32(1 - math.Pow(s.opt.Beta2, t)),
-	}, 3)
+	return tensors.FromFlatDataAndDimensions(s.appendHyper(nil, st.Step, lr), 3)
+}
+
+// appendHyper appends the hyperparameters of step (0-based) at learning
+// rate lr to h: lr and Adam's bias corrections 1-β1^t, 1-β2^t for t =
+// step+1.
+func (s *Stepper) appendHyper(h []float32, step int64, lr float64) []float32 {
+	t := float64(step + 1)
+	return append(h, float32(lr), float32(1-math.Pow(s.opt.Beta1, t)), float32(1-math.Pow(s.opt.Beta2, t)))
 }
 
 // Step runs one training step on batch (x, y) with learning rate lr,
@@ -497,26 +502,38 @@ func (s *Stepper) Step(st *State, lr float64, mean, std, x, y *tensors.Tensor) (
 // stateArgs donates st's state on device dev and returns the leading
 // arguments of every fused step graph: params, m, v, hyper, amp.
 func (s *Stepper) stateArgs(st *State, lr float64, dev compute.DeviceNum, extra int) ([]any, error) {
+	return s.stateArgsWith(st, s.hyper(st, lr), dev, extra)
+}
+
+// stateArgsWith is stateArgs with the hyperparameter tensor given.
+func (s *Stepper) stateArgsWith(st *State, hyper *tensors.Tensor, dev compute.DeviceNum, extra int) ([]any, error) {
 	args, err := s.donateOn(make([]any, 0, 3*s.nParams+2+extra), st.Step, dev, concat(st.Params, st.M, st.V, []*tensors.Tensor{st.Amp})...)
 	if err != nil {
 		return nil, err
 	}
 	amp := args[len(args)-1] // donated last; the graphs take it after hyper
-	return append(args[:len(args)-1], s.hyper(st, lr), amp), nil
+	return append(args[:len(args)-1], hyper, amp), nil
 }
 
 // unpack moves a fused step's outputs (params, m, v, amp, loss, grad norm,
 // finite, per-parameter finite, skipped) into st and returns the StepOut.
 func (s *Stepper) unpack(st *State, outs []*tensors.Tensor, lr float64, start time.Time) StepOut {
+	n := s.setState(st, outs)
+	out := StepOut{Step: st.Step, LR: lr, Start: start, Applied: true, Loss: outs[3*n+1], GradNorm: outs[3*n+2],
+		Finite: outs[3*n+3], ParamFinite: outs[3*n+4], Skipped: outs[3*n+5]}
+	st.Step++
+	return out
+}
+
+// setState moves a fused step's leading outputs (params, m, v, amp) into
+// st and returns the number of parameters.
+func (s *Stepper) setState(st *State, outs []*tensors.Tensor) int {
 	n := s.nParams
 	copy(st.Params, outs[:n])
 	copy(st.M, outs[n:2*n])
 	copy(st.V, outs[2*n:3*n])
 	st.Amp = outs[3*n]
-	out := StepOut{Step: st.Step, LR: lr, Start: start, Applied: true, Loss: outs[3*n+1], GradNorm: outs[3*n+2],
-		Finite: outs[3*n+3], ParamFinite: outs[3*n+4], Skipped: outs[3*n+5]}
-	st.Step++
-	return out
+	return n
 }
 
 // runFused runs one of the fused step graphs (plain, rows, sequences) on
@@ -647,18 +664,15 @@ func (s *Stepper) StepRowsN(st *State, lrs []float64, mean, std *tensors.Tensor,
 		exec = MustNewExec(s.backend, s.rowsGraphN(data.Window, k)).WithName(fmt.Sprintf("train_steps_%d", k))
 		s.rowsNExec[k] = exec
 	}
-	n := s.nParams
-	args, err := s.donate(make([]any, 0, 3*n+6+k), st.Step, concat(st.Params, st.M, st.V, []*tensors.Tensor{st.Amp})...)
+	hyper := make([]float32, 0, 3*k)
+	for i, lr := range lrs {
+		hyper = s.appendHyper(hyper, st.Step+int64(i), lr)
+	}
+	args, err := s.stateArgsWith(st, tensors.FromFlatDataAndDimensions(hyper, k, 3), 0, 4+k)
 	if err != nil {
 		return nil, err
 	}
-	amp := args[len(args)-1]
-	hyper := make([]float32, 0, 3*k)
-	for i, lr := range lrs {
-		t := float64(st.Step + int64(i) + 1)
-		hyper = append(hyper, float32(lr), float32(1-math.Pow(s.opt.Beta1, t)), float32(1-math.Pow(s.opt.Beta2, t)))
-	}
-	args = append(args[:len(args)-1], tensors.FromFlatDataAndDimensions(hyper, k, 3), amp, mean, std, data.Features, data.Labels)
+	args = append(args, mean, std, data.Features, data.Labels)
 	for _, r := range rows {
 		args = append(args, r)
 	}
@@ -666,10 +680,7 @@ func (s *Stepper) StepRowsN(st *State, lrs []float64, mean, std *tensors.Tensor,
 	if err != nil {
 		return nil, fmt.Errorf("train: steps %d-%d: %w", st.Step, st.Step+int64(k)-1, err)
 	}
-	copy(st.Params, outs[:n])
-	copy(st.M, outs[n:2*n])
-	copy(st.V, outs[2*n:3*n])
-	st.Amp = outs[3*n]
+	n := s.setState(st, outs)
 	res := make([]StepOut, k)
 	for i := range res {
 		res[i] = StepOut{Step: st.Step + int64(i), LR: lrs[i], Start: start, Applied: true, Index: i,
