@@ -112,28 +112,13 @@ func abs32(v float32) float32 { return math.Float32frombits(math.Float32bits(v) 
 func (q *qdense) apply(y, x []float32, xq []byte, acc, outl []int32) {
 	y = y[:q.tiles*64]
 	sx, no := q.sums(x, xq, acc, outl)
-	switch {
-	case sx == 0: // every input inactive (or zero)
-		copy(y, q.b)
-		return
-	case sx != sx: // NaN or ±Inf among the inputs
-		for j := range y {
-			y[j] = float32(math.NaN())
-		}
-		return
-	case q.vnni:
-		dequant16(&y[0], &acc[0], &q.corr[0], &q.scale[0], &q.b[0], len(y), sx)
-	default:
-		for j, a := range acc[:len(y)] {
-			y[j] = float32(math.FMA(float64(float32(a-q.corr[j])*q.scale[j]), float64(sx), float64(q.b[j])))
-		}
-	}
-	q.addOutliers(y, x, outl[:no], 0)
+	copy(y, q.b)
+	q.addTo(y, x, acc, 0, sx, outl[:no])
 }
 
-// addTo adds output columns [off, off+len(y)) of the product whose sums
-// (without bias) sums left in acc, with its input scale sx and its no
-// outliers in outl, to y. off must be a multiple of 16.
+// addTo adds output columns [off, off+len(y)) of the product whose integer
+// sums, input scale sx and outlier inputs outl sums returned, to y (NaN
+// throughout when sx is). off must be a multiple of 16.
 func (q *qdense) addTo(y, x []float32, acc []int32, off int, sx float32, outl []int32) {
 	switch {
 	case sx == 0:

@@ -18,9 +18,6 @@ func maxReLU16(src *float32, n int) float32
 func quantReLU16(dst *byte, src *float32, n int, scale float32)
 
 //go:noescape
-func dequant16(y *float32, acc, corr *int32, scale, bias *float32, n int, sx float32)
-
-//go:noescape
 func absMax16(src *float32, n int) float32
 
 //go:noescape

@@ -130,41 +130,6 @@ done:
 	VZEROUPPER
 	RET
 
-// func dequant16(y *float32, acc, corr *int32, scale, bias *float32, n int, sx float32)
-//
-// y[j] = float32(acc[j] - corr[j]) * scale[j] * sx + bias[j]; n must be a
-// multiple of 16.
-TEXT ·dequant16(SB), NOSPLIT, $0-52
-	MOVQ y+0(FP), DI
-	MOVQ acc+8(FP), SI
-	MOVQ corr+16(FP), BX
-	MOVQ scale+24(FP), DX
-	MOVQ bias+32(FP), R8
-	MOVQ n+40(FP), CX
-	VBROADCASTSS sx+48(FP), Z2
-	SHRQ $4, CX
-	JZ   done
-
-loop:
-	VMOVDQU32 (SI), Z0
-	VPSUBD (BX), Z0, Z0
-	VCVTDQ2PS Z0, Z0
-	VMULPS (DX), Z0, Z0
-	VMOVUPS (R8), Z3
-	VFMADD213PS Z3, Z2, Z0
-	VMOVUPS Z0, (DI)
-	ADDQ $64, SI
-	ADDQ $64, BX
-	ADDQ $64, DX
-	ADDQ $64, R8
-	ADDQ $64, DI
-	DECQ CX
-	JNZ  loop
-
-done:
-	VZEROUPPER
-	RET
-
 // func absMax16(src *float32, n int) float32
 //
 // Returns max |src[i]|, or NaN if src holds a NaN; n must be a multiple of

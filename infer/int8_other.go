@@ -14,10 +14,6 @@ func quantReLU16(dst *byte, src *float32, n int, scale float32) {
 	panic("infer: VNNI kernels not built")
 }
 
-func dequant16(y *float32, acc, corr *int32, scale, bias *float32, n int, sx float32) {
-	panic("infer: VNNI kernels not built")
-}
-
 func absMax16(src *float32, n int) float32 { panic("infer: VNNI kernels not built") }
 
 func quantOff16(dst *byte, src *float32, n int, scale float32) {

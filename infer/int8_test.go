@@ -58,16 +58,16 @@ func TestInt8Kernels(t *testing.T) {
 			t.Errorf("maxReLU16 with a NaN = %g, want NaN", m)
 		}
 
-		y := make([]float32, len(want))
+		y := append([]float32(nil), q.b...) // dequantAdd16 onto the bias
 		corr := make([]int32, len(want))
 		for j := range corr {
 			corr[j] = int32(r.IntN(1<<16)) - 1<<15
 		}
-		dequant16(&y[0], &want[0], &corr[0], &q.scale[0], &q.b[0], len(y), 0.037)
+		dequantAdd16(&y[0], &want[0], &corr[0], &q.scale[0], len(y), 0.037)
 		for j, a := range want {
 			ref := float64(a-corr[j])*float64(q.scale[j])*0.037 + float64(q.b[j])
 			if d := math.Abs(float64(y[j]) - ref); d > 1e-6*max(1, math.Abs(ref)) {
-				t.Errorf("dequant16[%d] = %g, want %g", j, y[j], ref)
+				t.Errorf("dequantAdd16[%d] = %g, want %g", j, y[j], ref)
 			}
 		}
 
