@@ -1,6 +1,7 @@
 package infer
 
 import (
+	"cmp"
 	"fmt"
 	"sync"
 )
@@ -72,11 +73,17 @@ const (
 
 // ParseWeights returns the Weights named s ("float32" or "int8").
 func ParseWeights(s string) (Weights, error) {
-	switch w := Weights(s); w {
-	case WeightsFloat32, WeightsInt8:
-		return w, nil
+	if err := Weights(s).check(); err != nil {
+		return "", fmt.Errorf("infer: %w", err)
 	}
-	return "", fmt.Errorf("infer: weights %q, want %q or %q", s, WeightsFloat32, WeightsInt8)
+	return Weights(s), nil
+}
+
+func (w Weights) check() error {
+	if w != WeightsFloat32 && w != WeightsInt8 {
+		return fmt.Errorf("weights %q, want %q or %q", string(w), WeightsFloat32, WeightsInt8)
+	}
+	return nil
 }
 
 // Options tune how an engine is prepared. The zero value is the default.
@@ -143,15 +150,14 @@ func newMLP(m *Model, simd bool, o Options) (*MLP, error) {
 		mean:    append([]float32(nil), m.Mean...),
 		invStd:  make([]float32, len(m.Std)),
 		simd:    simd,
-		weights: WeightsFloat32,
+		weights: cmp.Or(o.Weights, WeightsFloat32),
 	}
-	switch o.Weights {
-	case "", WeightsFloat32:
-	case WeightsInt8:
-		e.weights = WeightsInt8
+	if err := e.weights.check(); err != nil {
+		return nil, fmt.Errorf("infer: NewMLP: %w", err)
+	}
+	vnni := hasVNNI() && !o.noVNNI
+	if e.weights == WeightsInt8 {
 		e.q = make([]*qdense, len(m.W))
-	default:
-		return nil, fmt.Errorf("infer: NewMLP: weights %q, want %q or %q", o.Weights, WeightsFloat32, WeightsInt8)
 	}
 	for i, s := range m.Std {
 		e.invStd[i] = 1 / s
@@ -174,7 +180,7 @@ func newMLP(m *Model, simd bool, o Options) (*MLP, error) {
 		}
 		e.maxWidth = max(e.maxWidth, out)
 		if e.q != nil && l < len(m.W)-1 {
-			q, err := newQDense(m.W[l], m.B[l], in, out, l == 0, hasVNNI() && !o.noVNNI)
+			q, err := newQDense(m.W[l], m.B[l], in, out, l == 0, vnni)
 			if err != nil {
 				return nil, fmt.Errorf("infer: NewMLP: layer %d: %w", l, err)
 			}
@@ -213,7 +219,7 @@ func newMLP(m *Model, simd bool, o Options) (*MLP, error) {
 				copy(wa[fi*n+(d-1)*e.aheadStride:][:h], p[fi*h:][:h])
 			}
 		}
-		q, err := newQDense(wa, nil, f, n, true, hasVNNI() && !o.noVNNI)
+		q, err := newQDense(wa, nil, f, n, true, vnni)
 		if err != nil {
 			return nil, fmt.Errorf("infer: NewMLP: layer 0 of streams: %w", err)
 		}
