@@ -70,11 +70,8 @@ func (s *Stream) Push(features, logits []float32) (ready bool) {
 			len(features), len(logits), m.nfeat, m.NumClasses()))
 	}
 	s.Settle()
-	xn, mean, inv := s.xn, m.mean, m.invStd
-	features, inv = features[:len(mean)], inv[:len(mean)]
-	for f, v := range mean {
-		xn[f] = (features[f] - v) * inv[f]
-	}
+	xn := s.xn
+	normalizeInto(m.simd, xn, features, m.mean, m.invStd)
 	l0 := &m.layers[0]
 	h := l0.out
 	slot := s.acc[s.head*h : (s.head+1)*h]
