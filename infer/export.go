@@ -1,6 +1,7 @@
 package infer
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -249,22 +250,37 @@ func (md Mode) String() string {
 // Stream (ModeWindow only), a GRUStream (ModeWindow, ModeCarried), a
 // DeepLOBStream (ModeWindow) or a TransformerStream (ModeWindow,
 // ModeSegment). It prepares a new engine each call; to serve many
-// instruments, prepare the engine once (NewMLP, NewGRU, ...) and make one
-// stream per instrument from it.
+// instruments, prepare the engine once with Streams (or NewMLP, NewGRU, ...)
+// and make one stream per instrument from it.
 func NewStreamer(m *Model, mode Mode) (Streamer, error) {
+	newStream, err := Streams(m, mode, Options{})
+	if err != nil {
+		return nil, err
+	}
+	return newStream(), nil
+}
+
+// Streams prepares m's engine once, with options o (int8 weights are for
+// MLPs only), and returns a function that makes a new stream over it in the
+// given mode on each call, as a server does per instrument: the streams
+// share the engine's weights read-only, and each is for one goroutine.
+func Streams(m *Model, mode Mode, o Options) (func() Streamer, error) {
 	bad := func() error {
 		return fmt.Errorf("infer: NewStreamer: arch %s has no %s mode", m.Arch, mode)
+	}
+	if m.Arch != ArchMLP && cmp.Or(o.Weights, WeightsFloat32) != WeightsFloat32 {
+		return nil, fmt.Errorf("infer: NewStreamer: weights %s: only MLP engines have int8 weights, this model is %s", o.Weights, m.Arch)
 	}
 	switch m.Arch {
 	case ArchMLP:
 		if mode != ModeWindow {
 			return nil, bad()
 		}
-		e, err := NewMLP(m)
+		e, err := NewMLPWith(m, o)
 		if err != nil {
 			return nil, err
 		}
-		return e.NewStream(), nil
+		return func() Streamer { return e.NewStream() }, nil
 	case ArchGRU:
 		if mode != ModeWindow && mode != ModeCarried {
 			return nil, bad()
@@ -273,7 +289,7 @@ func NewStreamer(m *Model, mode Mode) (Streamer, error) {
 		if err != nil {
 			return nil, err
 		}
-		return e.NewStream(mode), nil
+		return func() Streamer { return e.NewStream(mode) }, nil
 	case ArchDeepLOB:
 		if mode != ModeWindow {
 			return nil, bad()
@@ -282,7 +298,7 @@ func NewStreamer(m *Model, mode Mode) (Streamer, error) {
 		if err != nil {
 			return nil, err
 		}
-		return e.NewStream(), nil
+		return func() Streamer { return e.NewStream() }, nil
 	case ArchTransformer:
 		if mode != ModeWindow && mode != ModeSegment {
 			return nil, bad()
@@ -291,7 +307,7 @@ func NewStreamer(m *Model, mode Mode) (Streamer, error) {
 		if err != nil {
 			return nil, err
 		}
-		return e.NewStream(mode), nil
+		return func() Streamer { return e.NewStream(mode) }, nil
 	}
 	return nil, fmt.Errorf("infer: NewStreamer: arch %q is not supported (supported: %s)", m.Arch, supportedArchs)
 }

@@ -514,3 +514,32 @@ func BenchmarkGoMLXWindow(b *testing.B) {
 		})
 	}
 }
+
+// TestStreams: one prepared engine makes independent streams (the same
+// events give the same logits whatever the other streams saw), and int8
+// weights are refused for an engine that has none.
+func TestStreams(t *testing.T) {
+	m := gruCase(t, 5, names("f", 4), 8, 3).build(t, 1)
+	if _, err := Streams(m, ModeCarried, Options{Weights: WeightsInt8}); err == nil || !strings.Contains(err.Error(), "only MLP") {
+		t.Errorf("int8 GRU: err %v", err)
+	}
+	newStream, err := Streams(m, ModeCarried, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := newStream(), newStream()
+	r := rand.New(rand.NewPCG(3, 3))
+	la, lb := make([]float32, 3), make([]float32, 3)
+	for range 20 { // b sees other events first
+		b.Push(randVec(r, 4), lb)
+	}
+	b.Reset()
+	for range 10 {
+		x := randVec(r, 4)
+		a.Push(x, la)
+		b.Push(x, lb)
+		if !slices.Equal(la, lb) {
+			t.Fatalf("streams of one engine disagree: %v vs %v", la, lb)
+		}
+	}
+}

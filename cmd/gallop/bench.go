@@ -72,10 +72,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if m.Arch != infer.ArchMLP {
-		if w != infer.WeightsFloat32 {
-			return fmt.Errorf("bench infer: -weights %s: only MLP engines have int8 weights, this model is %s", w, m.Arch)
-		}
-		if err := benchStreamer(stdout, m, dir, inputs, *n); err != nil {
+		if err := benchStreamer(stdout, m, w, dir, inputs, *n); err != nil {
 			return err
 		}
 		return benchCold(stdout, m, w, inputs, *cold, *n)
@@ -199,8 +196,6 @@ func cmdProfile(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// newStreamer is the engine bench infer times for m: the MLP's stream, or
-// a sequence model's window mode (the exact training forward).
 // weightsAgreement streams inputs through eng and through the float32
 // engine of m and describes how far eng's logits are from float32's.
 func weightsAgreement(m *infer.Model, eng *infer.MLP, inputs [][]float32) (string, error) {
@@ -242,39 +237,6 @@ func weightsAgreement(m *infer.Model, eng *infer.MLP, inputs [][]float32) (strin
 		eng.Weights(), n, sum/float64(n), worst, 100*float64(agree)/float64(n)), nil
 }
 
-// streamMaker prepares m's engine once and returns a function that makes
-// one stream over it per call, as a server does per instrument.
-func streamMaker(m *infer.Model, w infer.Weights) (func() infer.Streamer, error) {
-	switch m.Arch {
-	case infer.ArchMLP:
-		eng, err := infer.NewMLPWith(m, infer.Options{Weights: w})
-		if err != nil {
-			return nil, err
-		}
-		return func() infer.Streamer { return eng.NewStream() }, nil
-	case infer.ArchGRU:
-		eng, err := infer.NewGRU(m)
-		if err != nil {
-			return nil, err
-		}
-		return func() infer.Streamer { return eng.NewStream(infer.ModeWindow) }, nil
-	case infer.ArchDeepLOB:
-		eng, err := infer.NewDeepLOB(m)
-		if err != nil {
-			return nil, err
-		}
-		return func() infer.Streamer { return eng.NewStream() }, nil
-	case infer.ArchTransformer:
-		eng, err := infer.NewTransformer(m)
-		if err != nil {
-			return nil, err
-		}
-		return func() infer.Streamer { return eng.NewStream(infer.ModeWindow) }, nil
-	}
-	_, err := infer.NewStreamer(m, infer.ModeWindow) // the error naming the supported archs
-	return nil, err
-}
-
 // benchCold spreads events round-robin over k instruments, one stream each,
 // so every event finds its instrument's state (and the weights' working set
 // competing with k states) out of the nearest caches: the latency of a busy
@@ -283,7 +245,7 @@ func benchCold(stdout io.Writer, m *infer.Model, w infer.Weights, inputs [][]flo
 	if k <= 0 {
 		return nil
 	}
-	newStream, err := streamMaker(m, w)
+	newStream, err := infer.Streams(m, infer.ModeWindow, infer.Options{Weights: w})
 	if err != nil {
 		return fmt.Errorf("bench infer: %w", err)
 	}
@@ -312,11 +274,12 @@ func benchCold(stdout io.Writer, m *infer.Model, w infer.Weights, inputs [][]flo
 
 // benchStreamer times Push of a sequence model's streaming engine (window
 // mode: the exact equivalent of the training forward) event by event.
-func benchStreamer(stdout io.Writer, m *infer.Model, dir string, inputs [][]float32, n int) error {
-	eng, err := infer.NewStreamer(m, infer.ModeWindow)
+func benchStreamer(stdout io.Writer, m *infer.Model, w infer.Weights, dir string, inputs [][]float32, n int) error {
+	newStream, err := infer.Streams(m, infer.ModeWindow, infer.Options{Weights: w})
 	if err != nil {
 		return fmt.Errorf("bench infer: %w", err)
 	}
+	eng := newStream()
 	logits := make([]float32, len(m.Classes))
 	for i := 0; i < m.Window+1000; i++ {
 		eng.Push(inputs[i%len(inputs)], logits)
