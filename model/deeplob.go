@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -203,15 +204,21 @@ func (m *DeepLOB) Forward(params []*Node, mean, std, x *Node) *Node {
 // image gathers the 40 book columns of x [B, T, F] into [B, T, 40, 1].
 func (m *DeepLOB) image(x *Node) *Node {
 	d := x.Shape().Dimensions
-	b, t := d[0], d[1]
-	n := len(m.Index)
-	idx := make([]int32, n)
-	for i, j := range m.Index {
+	return Reshape(gatherColumns(x, m.Index), d[0], d[1], len(m.Index), 1)
+}
+
+// gatherColumns returns the columns index of x's last axis, in order:
+// [..., F] → [..., len(index)], as one constant gather.
+func gatherColumns(x *Node, index []int) *Node {
+	d := x.Shape().Dimensions
+	f := d[len(d)-1]
+	idx := make([]int32, len(index))
+	for i, j := range index {
 		idx[i] = int32(j)
 	}
-	cols := Transpose(Reshape(x, b*t, m.F), 0, 1) // [F, B·T]
-	g := Gather(cols, Const(x.Graph(), tensors.FromFlatDataAndDimensions(idx, n, 1)))
-	return Reshape(Transpose(g, 0, 1), b, t, n, 1)
+	cols := Transpose(Reshape(x, x.Shape().Size()/f, f), 0, 1) // [F, rows]
+	g := Gather(cols, Const(x.Graph(), tensors.FromFlatDataAndDimensions(idx, len(idx), 1)))
+	return Reshape(Transpose(g, 0, 1), append(slices.Clone(d[:len(d)-1]), len(index))...)
 }
 
 // features runs the convolution blocks and the inception module over the

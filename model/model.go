@@ -139,12 +139,7 @@ func (m *MLP) Forward(params []*Node, mean, std, x *Node) *Node {
 	h := Reshape(x, b, m.W, m.F)
 	h = Div(Sub(h, Reshape(mean, 1, 1, m.F)), Reshape(std, 1, 1, m.F))
 	if m.Index != nil {
-		idx := make([]int32, len(m.Index))
-		for i, j := range m.Index {
-			idx[i] = int32(j)
-		}
-		cols := Transpose(Reshape(h, b*m.W, m.F), 0, 1) // [F, B·W]
-		h = Transpose(Gather(cols, Const(x.Graph(), tensors.FromFlatDataAndDimensions(idx, len(idx), 1))), 0, 1)
+		h = gatherColumns(h, m.Index)
 	}
 	h = Reshape(h, b, m.W*m.inputs())
 	for i := 0; i < len(params); i += 2 {
