@@ -160,18 +160,11 @@ func runGRU(n, rounds int) ([]string, error) {
 	st := eng.NewStream(infer.ModeCarried)
 	f, h, c := len(m.Features), m.Hidden, len(m.Classes)
 
-	opts, err := ort.NewSessionOptions()
+	opts, err := sessionOptions()
 	if err != nil {
 		return nil, err
 	}
 	defer opts.Destroy()
-	for _, err := range []error{opts.SetIntraOpNumThreads(1), opts.SetInterOpNumThreads(1),
-		opts.SetExecutionMode(ort.ExecutionModeSequential),
-		opts.SetGraphOptimizationLevel(ort.GraphOptimizationLevelEnableAll)} {
-		if err != nil {
-			return nil, err
-		}
-	}
 	x, err := ort.NewTensor(ort.NewShape(1, int64(f)), make([]float32, f))
 	if err != nil {
 		return nil, err

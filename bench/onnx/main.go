@@ -223,18 +223,11 @@ func run(c benchCase, n, rounds, gomlxN int, saveDir string) ([]string, error) {
 			return nil, err
 		}
 	}
-	opts, err := ort.NewSessionOptions()
+	opts, err := sessionOptions()
 	if err != nil {
 		return nil, err
 	}
 	defer opts.Destroy()
-	for _, err := range []error{opts.SetIntraOpNumThreads(1), opts.SetInterOpNumThreads(1),
-		opts.SetExecutionMode(ort.ExecutionModeSequential),
-		opts.SetGraphOptimizationLevel(ort.GraphOptimizationLevelEnableAll)} {
-		if err != nil {
-			return nil, err
-		}
-	}
 	in, err := ort.NewTensor(ort.NewShape(1, int64(W*F)), make([]float32, W*F))
 	if err != nil {
 		return nil, err
@@ -475,4 +468,22 @@ func argmax(v []float32) int {
 		}
 	}
 	return k
+}
+
+// sessionOptions are the benchmark's ONNX Runtime settings: one intra-op
+// and one inter-op thread, sequential execution, every graph optimisation.
+func sessionOptions() (*ort.SessionOptions, error) {
+	opts, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, err
+	}
+	for _, err := range []error{opts.SetIntraOpNumThreads(1), opts.SetInterOpNumThreads(1),
+		opts.SetExecutionMode(ort.ExecutionModeSequential),
+		opts.SetGraphOptimizationLevel(ort.GraphOptimizationLevelEnableAll)} {
+		if err != nil {
+			opts.Destroy()
+			return nil, err
+		}
+	}
+	return opts, nil
 }
