@@ -11,18 +11,23 @@ import (
 	"github.com/gallop-dev/gallop/model"
 )
 
+// stepBenchMLPs are the MLPs the step benchmarks time: the main job's
+// (window 10 × 51 features, 128-64) and the issue tracker's 64-256-256, at
+// batch 256.
+var stepBenchMLPs = []struct {
+	w, f   int
+	hidden []int
+	batch  int
+}{
+	{10, 51, []int{128, 64}, 256},
+	{1, 64, []int{256, 256}, 256},
+}
+
 // BenchmarkStep times one compiled train step on the Go backend (CPU) for
 // the main job's MLP and the 64-256-256 MLP of the issue tracker. Compare
 // builds with and without GOEXPERIMENT=simd.
 func BenchmarkStep(b *testing.B) {
-	for _, c := range []struct {
-		w, f   int
-		hidden []int
-		batch  int
-	}{
-		{10, 51, []int{128, 64}, 256},
-		{1, 64, []int{256, 256}, 256},
-	} {
+	for _, c := range stepBenchMLPs {
 		m, _ := model.NewMLP(c.w, c.f, c.hidden, 3)
 		b.Run(fmt.Sprintf("mlp-%v-batch%d", m.Layers, c.batch), func(b *testing.B) {
 			be, _ := gocpu.New()

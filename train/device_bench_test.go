@@ -33,14 +33,7 @@ func BenchmarkStepRowsDevice(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("backend %s: %s", info.Backend, info.Desc)
-	for _, c := range []struct {
-		w, f   int
-		hidden []int
-		batch  int
-	}{
-		{10, 51, []int{128, 64}, 256},
-		{1, 64, []int{256, 256}, 256},
-	} {
+	for _, c := range stepBenchMLPs {
 		m, _ := model.NewMLP(c.w, c.f, c.hidden, 3)
 		b.Run(fmt.Sprintf("mlp-%v-batch%d", m.Layers, c.batch), func(b *testing.B) {
 			s := NewStepper(be, m, DefaultOptimizer())
