@@ -104,7 +104,9 @@ type scratch struct {
 	outl   []int32 // outlier inputs of a signed int8 layer
 }
 
-func (m *MLP) newScratch(inputLen int) *scratch {
+// newScratch returns working memory for inputs of inputLen (0 for Streams,
+// which normalise into their own) and for the int8 layers qs.
+func (m *MLP) newScratch(inputLen int, qs ...*qdense) *scratch {
 	s := &scratch{
 		xn:   make([]float32, inputLen),
 		h0:   make([]float32, m.maxWidth),
@@ -112,7 +114,7 @@ func (m *MLP) newScratch(inputLen int) *scratch {
 		vals: make([]float32, m.maxWidth),
 		idx:  make([]int32, m.maxWidth),
 	}
-	for _, q := range append(m.q[:len(m.q):len(m.q)], m.qahead) {
+	for _, q := range qs {
 		if q != nil {
 			s.xq = make([]byte, max(len(s.xq), q.groups*4))
 			s.acc = make([]int32, max(len(s.acc), q.tiles*64))
@@ -225,7 +227,7 @@ func newMLP(m *Model, simd bool, o Options) (*MLP, error) {
 		}
 		e.qahead = q
 	}
-	e.scratch.New = func() any { return e.newScratch(e.window * e.nfeat) }
+	e.scratch.New = func() any { return e.newScratch(e.window*e.nfeat, e.q...) }
 	return e, nil
 }
 

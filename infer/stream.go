@@ -31,9 +31,14 @@ type Stream struct {
 // NewStream returns an empty Stream over m.
 func (m *MLP) NewStream() *Stream {
 	h := m.layers[0].out
+	var qs []*qdense // the int8 layers a Stream runs: all but layer 0, and qahead
+	if m.q != nil {
+		qs = append(qs, m.q[1:]...)
+		qs = append(qs, m.qahead)
+	}
 	s := &Stream{
 		m:   m,
-		s:   m.newScratch(0),
+		s:   m.newScratch(0, qs...),
 		acc: make([]float32, m.window*h),
 		xn:  make([]float32, m.nfeat),
 	}
