@@ -135,6 +135,11 @@ type Config struct {
 	// are checked every step). Default 50.
 	RuntimeEvery int
 
+	// CommShare flags the loop communication-bound when a collective timed
+	// on its own (see Recorder.Collective) takes more than this share of the
+	// p50 step. Default 0.20.
+	CommShare float64
+
 	// FLOPsPerSample and PeakFLOPs (FLOP/s of the device), when set, add
 	// achieved FLOP/s and model FLOPs utilisation (MFU) to the report.
 	FLOPsPerSample float64
@@ -186,6 +191,7 @@ func (c Config) withDefaults() Config {
 	floats(&c.SlowRatio, 1.5)
 	floats(&c.SlowShare, 0.01)
 	floats(&c.DriftDrop, 0.20)
+	floats(&c.CommShare, 0.20)
 	return c
 }
 
@@ -345,6 +351,8 @@ type Recorder struct {
 	compileN int64
 
 	rt runtimeSampler
+
+	collectives []CollectiveStat
 
 	mu        sync.Mutex // guards the fields below
 	spans     []stageSpan
@@ -668,6 +676,17 @@ func (p *Recorder) commit(r *stepRec) {
 		p.winPos = (p.winPos + 1) % len(p.win)
 		p.winDrop++
 	}
+}
+
+// Collective records a collective operation of every step (the gradient
+// all-reduce of data-parallel training) timed on its own, outside the step:
+// devices take part, each contributing bytes, and one takes d. The report
+// gives it as a share of the p50 step and flags the run
+// communication-bound above Config.CommShare. The step can hide part of it
+// behind computation, so the share is what there is to hide, an upper
+// bound on what the collective costs the step.
+func (p *Recorder) Collective(name string, devices int, bytes int64, d time.Duration) {
+	p.collectives = append(p.collectives, CollectiveStat{Name: name, Devices: devices, Bytes: bytes, Ms: float64(d) / ms})
 }
 
 // Span records a span of work done by another goroutine (a prefetch worker,

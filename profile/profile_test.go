@@ -457,3 +457,37 @@ func BenchmarkSpan(b *testing.B) {
 		}
 	})
 }
+
+// TestCommBound: a gradient all-reduce that takes 40% of the step on its
+// own is a finding; one at 5% is reported but not flagged.
+func TestCommBound(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		flag bool
+	}{{400 * time.Microsecond, true}, {50 * time.Microsecond, false}} {
+		clk := newClock()
+		p := New(Config{Now: clk.Now})
+		p.Collective("gradient all-reduce", 2, 218_000_000, c.d)
+		simulate(p, clk, 100, func(int) phases { return phases{device: time.Millisecond} }, nil)
+		r := p.Report()
+		if len(r.Collectives) != 1 || r.Collectives[0].Devices != 2 || r.Collectives[0].Bytes != 218_000_000 {
+			t.Fatalf("collectives %+v", r.Collectives)
+		}
+		if want := float64(c.d) / float64(time.Millisecond); math.Abs(r.Collectives[0].Share-want) > 0.01 {
+			t.Errorf("share %v, want %v", r.Collectives[0].Share, want)
+		}
+		got := kinds(r)
+		if c.flag != slices.Contains(got, "comm-bound") {
+			t.Errorf("%v all-reduce: findings %v\n%s", c.d, got, r)
+		}
+		if c.flag {
+			want := "comm-bound: the gradient all-reduce over 2 devices (218.0 MB each) takes 400.0 µs on its own, 40% of the p50 step"
+			if msg := r.Findings[0].Message; !strings.HasPrefix(msg, want) {
+				t.Errorf("message %q, want prefix %q", msg, want)
+			}
+		}
+		if s := r.String(); !strings.Contains(s, "collective gradient all-reduce: 2 devices, 218.0 MB each") {
+			t.Errorf("text report lacks the collective:\n%s", s)
+		}
+	}
+}

@@ -47,6 +47,9 @@ type Report struct {
 
 	Runtime Runtime     `json:"runtime"`
 	Stages  []StageStat `json:"stages,omitempty"`
+	// Collectives are the per-step collectives timed on their own (data
+	// parallel: the gradient all-reduce).
+	Collectives []CollectiveStat `json:"collectives,omitempty"`
 
 	// Findings are ranked by Cost, the largest first.
 	Findings []Finding `json:"findings"`
@@ -126,10 +129,21 @@ type StageStat struct {
 	Busy float64 `json:"busy"`
 }
 
+// CollectiveStat is a collective of every step, timed on its own.
+type CollectiveStat struct {
+	Name    string  `json:"name"`
+	Devices int     `json:"devices"`
+	Bytes   int64   `json:"bytes"` // contributed by each device
+	Ms      float64 `json:"ms"`    // median time of one, alone
+	// Share is Ms over the p50 step: what the step has to hide behind
+	// computation, or pays.
+	Share float64 `json:"share"`
+}
+
 // Finding is the result of a detector that fired.
 type Finding struct {
-	// Kind is "input-bound", "sync-bound", "slow-steps", "recompile-storm"
-	// or "throughput-drift".
+	// Kind is "input-bound", "sync-bound", "comm-bound", "slow-steps",
+	// "recompile-storm" or "throughput-drift".
 	Kind string `json:"kind"`
 	// Cost estimates the share of wall time at stake; findings are ranked by it.
 	Cost    float64 `json:"cost"`
@@ -263,6 +277,11 @@ func (p *Recorder) Report() *Report {
 	p.mu.Unlock()
 	slices.SortFunc(rep.Stages, func(x, y StageStat) int { return strings.Compare(x.Track, y.Track) })
 
+	for _, c := range p.collectives {
+		c.Share = ratioOf(c.Ms, rep.StepMs.P50)
+		rep.Collectives = append(rep.Collectives, c)
+	}
+
 	if steady {
 		rep.Findings = p.detect(rep, a)
 	}
@@ -306,6 +325,13 @@ func (p *Recorder) detect(rep *Report, a *accum) []Finding {
 		}
 		add("sync-bound", rb.Share, "%.1f host reads per step, %s; read metrics every N steps (e.g. 50) instead of every step",
 			rep.SyncsPerStep, timed)
+	}
+
+	for _, co := range rep.Collectives {
+		if c.CommShare > 0 && co.Share > c.CommShare {
+			add("comm-bound", co.Share, "the %s over %d devices (%s each) takes %s on its own, %s of the p50 step; reduce in bf16 (--dp-reduce bf16), give each device a larger batch, or use fewer devices",
+				co.Name, co.Devices, fmtSize(co.Bytes), fmtMs(co.Ms), pct(co.Share))
+		}
 	}
 
 	storm := c.StormCompiles >= 0 && a.compiles > int64(c.StormCompiles)
@@ -516,6 +542,9 @@ func (r *Report) String() string {
 	for _, s := range r.Stages {
 		fmt.Fprintf(&b, "stage %s: %d spans, mean %s, max %s, busy %.2f\n", s.Track, s.Spans, fmtMs(s.MeanMs), fmtMs(s.MaxMs), s.Busy)
 	}
+	for _, c := range r.Collectives {
+		fmt.Fprintf(&b, "collective %s: %d devices, %s each, %s alone (%s of the p50 step)\n", c.Name, c.Devices, fmtSize(c.Bytes), fmtMs(c.Ms), pct(c.Share))
+	}
 	if r.SlowCount > 0 {
 		fmt.Fprintf(&b, "slow steps: %d (%s)\n", r.SlowCount, countsText(r.SlowBy))
 	}
@@ -574,5 +603,19 @@ func fmtBytes(n int64) string {
 		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
 	default:
 		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+	}
+}
+
+// fmtSize prints a byte count in decimal units (network and bus convention).
+func fmtSize(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2f GB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
+	default:
+		return fmt.Sprintf("%d B", n)
 	}
 }

@@ -2,32 +2,122 @@ package train
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/distributed"
+	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 )
 
 // Parallel runs the rows step (StepRows) data-parallel over n devices of
-// one host with XLA's SPMD partitioner: parameters and optimizer state are
-// replicated (one copy per device, donated every step), the batch is split
-// along a 1-D "data" mesh, and XLA inserts the gradient all-reduce over the
-// devices' collectives (NCCL on GPUs) inside the compiled step. Every
-// replica applies the same update, so the copies stay identical.
+// one host: parameters and optimizer state are replicated (one copy per
+// device, donated every step), the batch is split over the devices, the
+// gradients are averaged over them by a collective (NCCL on GPUs) inside
+// the compiled step, and every replica applies the same update, so the
+// copies stay identical. ParallelOptions.Strategy picks who places the
+// collective: XLA's SPMD partitioner or gallop.
 type Parallel struct {
 	s    *Stepper
 	n    int
+	o    ParallelOptions
 	exec *Exec
 	// Replicas[d] is device d's copy of the state; Replicas[0] is the
 	// caller's State (checkpoints and evaluation use it).
 	reps []*State
 	data []*DeviceData
+	mesh *distributed.DeviceMesh
+}
+
+// Strategy is how Parallel splits the step over the devices.
+type Strategy string
+
+const (
+	// Sharding compiles the whole-batch step with XLA's SPMD partitioner
+	// (Shardy) over a 1-D "data" mesh, the batch sharded: XLA splits the
+	// forward and backward pass and inserts the all-reduces where the
+	// gradients are made.
+	Sharding Strategy = "sharding"
+	// Replicas compiles the step as explicit SPMD, the scheme of PyTorch's
+	// DistributedDataParallel: each device computes the loss and gradients
+	// of its own rows, one all-reduce (a single collective over every
+	// gradient and the loss) averages them, in ParallelOptions.Reduce, and
+	// every device applies the averaged update.
+	Replicas Strategy = "replicas"
+)
+
+// ParseStrategy parses "sharding" or "replicas".
+func ParseStrategy(s string) (Strategy, error) {
+	switch Strategy(s) {
+	case Sharding, Replicas:
+		return Strategy(s), nil
+	}
+	return "", fmt.Errorf("train: unknown data-parallel strategy %q (want sharding or replicas)", s)
+}
+
+// ParallelOptions configures Parallel.
+type ParallelOptions struct {
+	Strategy Strategy // default Sharding
+	// Reduce is the dtype the Replicas strategy all-reduces the gradients
+	// in: Float32 (default) or BFloat16, which halves the bytes on the
+	// wire; each device's gradient is rounded to bf16 (8 bits of mantissa)
+	// before the sum. The loss is always reduced in float32.
+	Reduce dtypes.DType
+	// BucketBytes groups the Replicas strategy's gradients into all-reduces
+	// of about this many bytes (in Reduce), last layer first, the order the
+	// backward pass makes them in, so that XLA can run a bucket's
+	// collective while earlier layers' gradients are still being computed
+	// (PyTorch DDP's bucket_cap_mb). 0: one all-reduce for all of them.
+	BucketBytes int64
+}
+
+// ParseParallelOptions parses a strategy ("replicas" or "sharding") and a
+// reduction precision ("fp32" or "bf16").
+func ParseParallelOptions(strategy, reduce string) (ParallelOptions, error) {
+	st, err := ParseStrategy(strategy)
+	if err != nil {
+		return ParallelOptions{}, err
+	}
+	o := ParallelOptions{Strategy: st}
+	switch reduce {
+	case "fp32", "":
+		o.Reduce = dtypes.Float32
+	case "bf16":
+		o.Reduce = dtypes.BFloat16
+	default:
+		return o, fmt.Errorf("train: gradient all-reduce precision %q, want fp32 or bf16", reduce)
+	}
+	return o.withDefaults()
+}
+
+func (o ParallelOptions) withDefaults() (ParallelOptions, error) {
+	if o.Strategy == "" {
+		o.Strategy = Sharding
+	}
+	if o.Reduce == dtypes.InvalidDType {
+		o.Reduce = dtypes.Float32
+	}
+	if _, err := ParseStrategy(string(o.Strategy)); err != nil {
+		return o, err
+	}
+	if o.Reduce != dtypes.Float32 && o.Reduce != dtypes.BFloat16 {
+		return o, fmt.Errorf("train: gradient all-reduce in %s, want float32 or bfloat16", o.Reduce)
+	}
+	if o.Reduce != dtypes.Float32 && o.Strategy != Replicas {
+		return o, fmt.Errorf("train: a %s gradient all-reduce needs the replicas strategy (XLA places sharding's in float32)", o.Reduce)
+	}
+	return o, nil
 }
 
 // NewParallel prepares data parallelism over devices 0..n-1 for s; st is
 // replicated to every device and data (the flattened dataset) copied to each.
-func NewParallel(s *Stepper, st *State, features []float32, labels []int32, f, window, n int) (*Parallel, error) {
+func NewParallel(s *Stepper, st *State, features []float32, labels []int32, f, window, n int, o ParallelOptions) (*Parallel, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	if n < 2 {
 		return nil, fmt.Errorf("train: data parallel needs at least 2 devices, got %d", n)
 	}
@@ -41,16 +131,21 @@ func NewParallel(s *Stepper, st *State, features []float32, labels []int32, f, w
 	if err != nil {
 		return nil, err
 	}
-	shard, err := distributed.BuildSpec(mesh).S("data").Done()
-	if err != nil {
-		return nil, err
+	p := &Parallel{s: s, n: n, o: o, mesh: mesh}
+	switch o.Strategy {
+	case Sharding:
+		shard, err := distributed.BuildSpec(mesh).S("data").Done()
+		if err != nil {
+			return nil, err
+		}
+		k := 3*s.nParams + 6 // params, m, v, hyper, amp, mean, std, features, labels
+		specs := make([]*distributed.ShardingSpec, k+1)
+		specs[k] = shard // rows: the batch is split over the devices
+		p.exec = MustNewExec(s.backend, s.rowsGraph(window)).WithName("train_step_dp").
+			AutoSharding(mesh).WithInputShardingSpecs(specs...).WithOutputShardingSpecs(nil)
+	case Replicas:
+		p.exec = MustNewExec(s.backend, s.replicasGraph(window, n, o)).WithName("train_step_replicas").SPMD(mesh)
 	}
-	p := &Parallel{s: s, n: n}
-	k := 3*s.nParams + 6 // params, m, v, hyper, amp, mean, std, features, labels
-	specs := make([]*distributed.ShardingSpec, k+1)
-	specs[k] = shard // rows: the batch is split over the devices
-	p.exec = MustNewExec(s.backend, s.rowsGraph(window)).WithName("train_step_dp").
-		AutoSharding(mesh).WithInputShardingSpecs(specs...).WithOutputShardingSpecs(nil)
 	s.fillAux(st)
 	p.reps = []*State{st}
 	for d := 1; d < n; d++ {
@@ -84,6 +179,145 @@ func NewParallel(s *Stepper, st *State, features []float32, labels []int32, f, w
 		p.data = append(p.data, &DeviceData{Features: ft, Labels: lt, Window: window})
 	}
 	return p, nil
+}
+
+// replicasGraph is rowsGraph on one device's rows with the gradients and
+// the loss averaged over n devices (Strategy Replicas) as o says. With
+// n == 1 there is no collective.
+func (s *Stepper) replicasGraph(window, n int, o ParallelOptions) func(in []*Node) []*Node {
+	return func(in []*Node) []*Node {
+		k, np := len(in), s.nParams
+		x, y := gatherWindows(in[k-3], in[k-2], in[k-1], window)
+		ps, ms, vs := in[:np], in[np:2*np], in[2*np:3*np]
+		hyper, amp, mean, std := in[3*np], in[3*np+1], in[3*np+2], in[3*np+3]
+		loss, grads, _, _, _, _ := s.forwardBackward(ps, amp, mean, std, x, y)
+		loss, grads = allReduceMean(loss, grads, n, o)
+		gradsOK, gnorm, perParam := gradStats(grads)
+		return s.applyTail(ps, ms, vs, grads, hyper, amp, loss, IsFinite(loss), gradsOK, gnorm, perParam)
+	}
+}
+
+// allReduceMean averages the loss and the gradients over n devices, the
+// gradients carried in o.Reduce and grouped into buckets of o.BucketBytes
+// (the loss travels with the first bucket, in float32). Every device gets
+// the same sums, so every replica takes the same decisions (skip, clip).
+func allReduceMean(loss *Node, grads []*Node, n int, o ParallelOptions) (*Node, []*Node) {
+	inv := 1 / float32(n)
+	var mean *Node
+	out := make([]*Node, len(grads))
+	for bi, b := range gradBuckets(grads, o.Reduce, o.BucketBytes) {
+		ops := make([]*Node, 0, len(b)+1)
+		for _, i := range b {
+			ops = append(ops, ConvertDType(grads[i], o.Reduce))
+		}
+		if bi == 0 {
+			ops = append(ops, loss)
+		}
+		if n > 1 {
+			ops = loss.Graph().Distributed().AllReduce(ops, compute.ReduceOpSum)
+		}
+		for j, i := range b {
+			out[i] = MulScalar(ConvertDType(ops[j], dtypes.Float32), inv)
+		}
+		if bi == 0 {
+			mean = MulScalar(ops[len(b)], inv)
+		}
+	}
+	return mean, out
+}
+
+// gradBuckets splits the indices of grads, last first, into groups of at
+// least capBytes in dtype dt (the last group may be smaller); capBytes <= 0
+// gives one group.
+func gradBuckets(grads []*Node, dt dtypes.DType, capBytes int64) [][]int {
+	var out [][]int
+	var cur []int
+	var size int64
+	for i := len(grads) - 1; i >= 0; i-- {
+		cur = append(cur, i)
+		size += int64(grads[i].Shape().Size() * dt.Size())
+		if capBytes > 0 && size >= capBytes {
+			out, cur, size = append(out, cur), nil, 0
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// Strategy is the strategy in use.
+func (p *Parallel) Strategy() Strategy { return p.o.Strategy }
+
+// AllReduceProbe is what ProbeAllReduce measured.
+type AllReduceProbe struct {
+	Bytes int64 // each device's gradient bytes, in the reduction's dtype
+	// Collective is the median time of a call of a program that only
+	// all-reduces tensors shaped like the parameters (bucketed and typed as
+	// the step does) minus that of the same program without the collective:
+	// the all-reduce's own time, without the host's cost of a call.
+	Collective time.Duration
+	// Call is the median time of a whole call of the all-reduce program.
+	Call time.Duration
+}
+
+// ProbeAllReduce times the step's gradient all-reduce on its own (see
+// AllReduceProbe), over reps calls of each program after two warm-up
+// calls, alternating. The step may hide part of the all-reduce behind
+// computation; the probe measures what there is to hide.
+func (p *Parallel) ProbeAllReduce(reps int) (AllReduceProbe, error) {
+	s := p.s
+	var r AllReduceProbe
+	args := make([]any, 0, p.n*s.nParams)
+	for d, st := range p.reps {
+		for _, t := range st.Params {
+			args = append(args, t)
+			if d == 0 {
+				r.Bytes += int64(t.Shape().Size() * p.o.Reduce.Size())
+			}
+		}
+	}
+	var execs [2]*Exec // without, with the collective
+	for i := range execs {
+		n := 1 + i*(p.n-1)
+		e, err := NewExec(s.backend, func(in []*Node) []*Node {
+			g := in[0].Graph()
+			_, grads := allReduceMean(Const(g, float32(0)), in, n, p.o)
+			// One element of each keeps the collectives live without
+			// copying their results back.
+			for i, x := range grads {
+				grads[i] = Slice(Reshape(x, x.Shape().Size()), AxisRange(0, 1))
+			}
+			return grads
+		})
+		if err != nil {
+			return r, err
+		}
+		defer e.Finalize()
+		execs[i] = e.WithName(fmt.Sprintf("allreduce_probe_%d", i)).SPMD(p.mesh)
+	}
+	var times [2][]time.Duration
+	for k := range reps + 2 {
+		for i, e := range execs {
+			start := time.Now()
+			outs, err := e.Call(args...)
+			if err != nil {
+				return r, fmt.Errorf("train: all-reduce probe: %w", err)
+			}
+			for _, o := range outs {
+				o.FinalizeAll()
+			}
+			if k >= 2 {
+				times[i] = append(times[i], time.Since(start))
+			}
+		}
+	}
+	for i := range times {
+		slices.Sort(times[i])
+	}
+	r.Call = times[1][reps/2]
+	r.Collective = max(0, r.Call-times[0][reps/2])
+	return r, nil
 }
 
 // Devices is the number of devices.

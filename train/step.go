@@ -265,6 +265,13 @@ func (s *Stepper) backward(ps []*Node, amp *Node, lossOf func(cps []*Node, cmean
 	} else {
 		grads = Gradient(loss, ps...)
 	}
+	gradsOK, gnorm, perParam = gradStats(grads)
+	return loss, grads, IsFinite(loss), gradsOK, gnorm, perParam
+}
+
+// gradStats returns whether all of grads are finite, their global norm and
+// the per-parameter finiteness (float32 [len(grads)], 1 finite).
+func gradStats(grads []*Node) (ok, gnorm, perParam *Node) {
 	var sq *Node
 	pp := make([]*Node, len(grads))
 	for i, gr := range grads {
@@ -277,7 +284,7 @@ func (s *Stepper) backward(ps []*Node, amp *Node, lossOf func(cps []*Node, cmean
 		}
 	}
 	gnorm = Sqrt(sq)
-	return loss, grads, IsFinite(loss), IsFinite(gnorm), gnorm, Stack(pp, 0)
+	return IsFinite(gnorm), gnorm, Stack(pp, 0)
 }
 
 // guardFlag is what StepOut.Finite reports.
@@ -358,6 +365,13 @@ func (s *Stepper) fusedGraph(in []*Node) []*Node {
 	ps, ms, vs := in[:n], in[n:2*n], in[2*n:3*n]
 	hyper, amp, mean, std, x, y := in[3*n], in[3*n+1], in[3*n+2], in[3*n+3], in[3*n+4], in[3*n+5]
 	loss, grads, lossOK, gradsOK, gnorm, perParam := s.forwardBackward(ps, amp, mean, std, x, y)
+	return s.applyTail(ps, ms, vs, grads, hyper, amp, loss, lossOK, gradsOK, gnorm, perParam)
+}
+
+// applyTail updates the state with grads (when they and the loss are
+// finite) and returns fusedGraph's outputs.
+func (s *Stepper) applyTail(ps, ms, vs, grads []*Node, hyper, amp, loss, lossOK, gradsOK, gnorm, perParam *Node) []*Node {
+	n := s.nParams
 	ok := LogicalAnd(lossOK, gradsOK)
 	np, nm, nv, namp, _ := s.update(ps, ms, vs, grads, hyper, amp, ok)
 	outs := append(append(append(make([]*Node, 0, 3*n+6), np...), nm...), nv...)
@@ -600,15 +614,21 @@ func (s *Stepper) NewDeviceData(features []float32, labels []int32, f, window in
 func (s *Stepper) rowsGraph(window int) func(in []*Node) []*Node {
 	return func(in []*Node) []*Node {
 		k := len(in)
-		feats, labels, rows := in[k-3], in[k-2], in[k-1]
-		b, f := rows.Shape().Dimensions[0], feats.Shape().Dimensions[1]
-		// Row ids of each window, oldest first: rows - (W-1) + [0..W).
-		offs := AddScalar(Iota(rows.Graph(), shapes.Make(dtypes.Int32, 1, window), 1), float64(1-window))
-		idx := Add(Reshape(rows, b, 1), offs)
-		x := Reshape(Gather(feats, Reshape(idx, b, window, 1)), b, window*f)
-		y := Reshape(Gather(Reshape(labels, labels.Shape().Dimensions[0], 1), Reshape(rows, b, 1)), b)
+		x, y := gatherWindows(in[k-3], in[k-2], in[k-1], window)
 		return s.fusedGraph(append(in[:k-3:k-3], x, y))
 	}
+}
+
+// gatherWindows returns the batch of windows ending at rows (int32 [B]) of
+// the dataset's features [N, F] as x [B, window*F], and their labels y [B].
+func gatherWindows(feats, labels, rows *Node, window int) (x, y *Node) {
+	b, f := rows.Shape().Dimensions[0], feats.Shape().Dimensions[1]
+	// Row ids of each window, oldest first: rows - (W-1) + [0..W).
+	offs := AddScalar(Iota(rows.Graph(), shapes.Make(dtypes.Int32, 1, window), 1), float64(1-window))
+	idx := Add(Reshape(rows, b, 1), offs)
+	x = Reshape(Gather(feats, Reshape(idx, b, window, 1)), b, window*f)
+	y = Reshape(Gather(Reshape(labels, labels.Shape().Dimensions[0], 1), Reshape(rows, b, 1)), b)
+	return x, y
 }
 
 // rowsGraphN chains n rows steps in one graph (unrolled): its inputs are

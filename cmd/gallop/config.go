@@ -83,12 +83,25 @@ type TrainConfig struct {
 	// graph (the steps unrolled, the same updates), to amortise the host's
 	// per-call cost on small models. Needs accumulate = 1 and one device;
 	// steps, eval_every and checkpoint_every must be multiples of it.
-	StepsPerCall    int `toml:"steps_per_call" json:"steps_per_call"`
-	EvalEvery       int `toml:"eval_every" json:"eval_every"`
-	CheckpointEvery int `toml:"checkpoint_every" json:"checkpoint_every"`
-	KeepCheckpoints int `toml:"keep_checkpoints" json:"keep_checkpoints"`
-	Prefetch        int `toml:"prefetch" json:"prefetch"`
-	GuardLag        int `toml:"guard_lag" json:"guard_lag"`
+	StepsPerCall int `toml:"steps_per_call" json:"steps_per_call"`
+	// DPStrategy is how several GPUs share a step: "replicas" (each
+	// device's gradients averaged by one all-reduce, as PyTorch's DDP) or
+	// "sharding" (XLA's SPMD partitioner splits the step and places the
+	// all-reduces).
+	DPStrategy string `toml:"dp_strategy" json:"dp_strategy"`
+	// DPReduce is the dtype of the replicas strategy's gradient
+	// all-reduce: fp32 or bf16 (half the bytes).
+	DPReduce string `toml:"dp_reduce" json:"dp_reduce"`
+	// DPBucketMB groups the replicas strategy's gradients into all-reduces
+	// of about this many MB, last layer first, so the collectives can run
+	// while the backward pass goes on (PyTorch DDP's bucket_cap_mb); 0:
+	// one all-reduce after the whole backward pass.
+	DPBucketMB      float64 `toml:"dp_bucket_mb" json:"dp_bucket_mb"`
+	EvalEvery       int     `toml:"eval_every" json:"eval_every"`
+	CheckpointEvery int     `toml:"checkpoint_every" json:"checkpoint_every"`
+	KeepCheckpoints int     `toml:"keep_checkpoints" json:"keep_checkpoints"`
+	Prefetch        int     `toml:"prefetch" json:"prefetch"`
+	GuardLag        int     `toml:"guard_lag" json:"guard_lag"`
 	// OnNonFinite is what a NaN/Inf in the loss or gradients does: "stop"
 	// the run, "skip" the update and go on, or "rollback" to the last
 	// checkpoint with the learning rate times RollbackLRFactor.
@@ -129,6 +142,9 @@ func DefaultConfig() Config {
 			Precision:        "fp32",
 			Accumulate:       1,
 			StepsPerCall:     1,
+			DPStrategy:       "sharding",
+			DPReduce:         "fp32",
+			DPBucketMB:       25,
 			EvalEvery:        2000,
 			CheckpointEvery:  2000,
 			KeepCheckpoints:  2,
@@ -185,6 +201,14 @@ func (c *Config) Validate() error {
 	case t.StepsPerCall > 1 && (t.Steps%t.StepsPerCall != 0 || t.EvalEvery%t.StepsPerCall != 0 || t.CheckpointEvery%t.StepsPerCall != 0):
 		return fmt.Errorf("config: train.steps_per_call = %d must divide train.steps (%d), eval_every (%d) and checkpoint_every (%d)",
 			t.StepsPerCall, t.Steps, t.EvalEvery, t.CheckpointEvery)
+	case t.DPStrategy != "replicas" && t.DPStrategy != "sharding":
+		return fmt.Errorf("config: train.dp_strategy = %q: want replicas or sharding", t.DPStrategy)
+	case t.DPReduce != "fp32" && t.DPReduce != "bf16":
+		return fmt.Errorf("config: train.dp_reduce = %q: want fp32 or bf16", t.DPReduce)
+	case t.DPReduce == "bf16" && t.DPStrategy != "replicas":
+		return fmt.Errorf("config: train.dp_reduce = bf16 needs dp_strategy = replicas (XLA reduces sharding's gradients in fp32)")
+	case t.DPBucketMB < 0:
+		return fmt.Errorf("config: train.dp_bucket_mb = %g, want >= 0", t.DPBucketMB)
 	case t.OnNonFinite != "stop" && t.OnNonFinite != "skip" && t.OnNonFinite != "rollback":
 		return fmt.Errorf("config: train.on_nonfinite = %q: want stop, skip or rollback", t.OnNonFinite)
 	case t.OnNonFinite == "rollback" && (t.RollbackLRFactor <= 0 || t.RollbackLRFactor > 1):
@@ -309,6 +333,9 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Train.Precision, "precision", c.Train.Precision, "compute precision: fp32, bf16 or fp16 (fp32 master weights)")
 	fs.IntVar(&c.Train.Accumulate, "accumulate", c.Train.Accumulate, "micro-batches per optimizer step (gradient accumulation)")
 	fs.IntVar(&c.Train.StepsPerCall, "steps-per-call", c.Train.StepsPerCall, "optimizer steps per call of the compiled graph (unrolled; for small models on a GPU)")
+	fs.StringVar(&c.Train.DPStrategy, "dp-strategy", c.Train.DPStrategy, "several GPUs: sharding (XLA's SPMD partitioner places the all-reduces) or replicas (each device's gradients averaged by gallop's all-reduces, as PyTorch DDP)")
+	fs.StringVar(&c.Train.DPReduce, "dp-reduce", c.Train.DPReduce, "several GPUs, replicas: gradient all-reduce in fp32 or bf16")
+	fs.Float64Var(&c.Train.DPBucketMB, "dp-bucket-mb", c.Train.DPBucketMB, "several GPUs, replicas: gradients all-reduced in buckets of this many MB as the backward pass makes them (0: one all-reduce)")
 	fs.StringVar(&c.Train.Optimizer.Name, "optimizer", c.Train.Optimizer.Name, "adam, adamw or sgd")
 	fs.Float64Var(&c.Train.Optimizer.WeightDecay, "weight-decay", c.Train.Optimizer.WeightDecay, "decoupled weight decay")
 	fs.Float64Var(&c.Train.Optimizer.ClipNorm, "clip-norm", c.Train.Optimizer.ClipNorm, "global gradient-norm clip (0: off)")

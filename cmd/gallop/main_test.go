@@ -154,6 +154,8 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"train", "--steps", "0", "--quiet"}, 1, "train.steps = 0"},
 		{[]string{"train", "--device", "tpu", "--quiet"}, 1, `want cpu, gpu`},
 		{[]string{"train", "--schedule", "zigzag", "--quiet"}, 1, `unknown schedule "zigzag"`},
+		{[]string{"train", "--dp-strategy", "ring", "--quiet"}, 1, `train.dp_strategy = "ring"`},
+		{[]string{"train", "--dp-strategy", "sharding", "--dp-reduce", "bf16", "--quiet"}, 1, "dp_reduce = bf16 needs dp_strategy = replicas"},
 		{[]string{"train", "--hidden", "64,x"}, 2, "not a list of integers"},
 		{[]string{"train", "--config", "/nonexistent.toml"}, 1, "/nonexistent.toml"},
 		{[]string{"bench", "infer"}, 2, "usage: gallop bench infer"},

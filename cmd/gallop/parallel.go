@@ -18,8 +18,8 @@ type dataParallel struct {
 	host      []int32
 }
 
-func newDataParallel(s *train.Stepper, st *train.State, feats []float32, labels []int32, w *batch.Windows, n int, mean, std *tensors.Tensor, norm batch.Normalizer) (*dataParallel, error) {
-	p, err := train.NewParallel(s, st, feats, labels, w.F, w.W, n)
+func newDataParallel(s *train.Stepper, st *train.State, feats []float32, labels []int32, w *batch.Windows, n int, mean, std *tensors.Tensor, norm batch.Normalizer, o train.ParallelOptions) (*dataParallel, error) {
+	p, err := train.NewParallel(s, st, feats, labels, w.F, w.W, n, o)
 	if err != nil {
 		return nil, err
 	}

@@ -327,8 +327,23 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				if cfg.Train.StepsPerCall > 1 {
 					return res, fmt.Errorf("train: --steps-per-call is not supported on several GPUs yet")
 				}
-				if dp, err = newDataParallel(stepper, st, feats, labels, win, n, mean, std, norm); err != nil {
+				po, err := train.ParseParallelOptions(cfg.Train.DPStrategy, cfg.Train.DPReduce)
+				if err != nil {
 					return res, err
+				}
+				po.BucketBytes = int64(cfg.Train.DPBucketMB * 1e6)
+				if dp, err = newDataParallel(stepper, st, feats, labels, win, n, mean, std, norm, po); err != nil {
+					return res, err
+				}
+				if rec != nil {
+					// What the step has to hide: the gradient all-reduce alone.
+					pr, err := dp.p.ProbeAllReduce(20)
+					if err != nil {
+						return res, err
+					}
+					rec.Collective("gradient all-reduce", n, pr.Bytes, pr.Collective)
+					fmt.Fprintf(out, "parallel %d GPUs, %s strategy; gradient all-reduce of %.1f MB (%s) alone: %s (a call of it %s)\n",
+						n, cfg.Train.DPStrategy, float64(pr.Bytes)/1e6, cfg.Train.DPReduce, pr.Collective.Round(time.Microsecond), pr.Call.Round(time.Microsecond))
 				}
 				lcfg.Backend = nil // rows are split on the host, then copied per device
 			} else if devData, err = stepper.NewDeviceData(feats, labels, win.F, win.W); err != nil {

@@ -1,0 +1,145 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/gallop-dev/gallop/batch"
+	"github.com/gallop-dev/gallop/internal/gocpu"
+)
+
+// TestReplicasStepOnOneDevice: the replicas strategy's step, built for one
+// device (no collective), equals StepRows bit for bit with a float32
+// reduction; with a bfloat16 reduction the first loss is the same, the
+// update is close but not identical (the gradients were rounded).
+func TestReplicasStepOnOneDevice(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gocpu.New()
+	feats, labels, offs, err := f.w.Flat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const steps, B = 3, 16
+	var rows []*tensors.Tensor
+	for i := range steps {
+		ids := make([]int32, B)
+		batch.GlobalRows(offs, f.refs[300+i*B:300+(i+1)*B], ids)
+		rows = append(rows, tensors.FromFlatDataAndDimensions(ids, B))
+	}
+	ref := NewStepper(be, f.m, DefaultOptimizer())
+	sr := ref.NewState(7)
+	data, err := ref.NewDeviceData(feats, labels, f.w.F, f.w.W)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []float32
+	for i := range steps {
+		o, err := ref.StepRows(sr, 1e-3, f.mean, f.std, data, rows[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, o.Value(o.Loss))
+	}
+	for _, reduce := range []dtypes.DType{dtypes.Float32, dtypes.BFloat16} {
+		s := NewStepper(be, f.m, DefaultOptimizer())
+		st := s.NewState(7)
+		s.fillAux(st)
+		exec := MustNewExec(be, s.replicasGraph(f.w.W, 1, ParallelOptions{Reduce: reduce, BucketBytes: 4096}))
+		for i := range steps {
+			o, err := s.runFused(exec, st, 1e-3, time.Time{}, f.mean, f.std, data.Features, data.Labels, rows[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := o.Value(o.Loss)
+			switch {
+			case reduce == dtypes.Float32 && got != want[i]:
+				t.Errorf("float32, step %d: loss %v, StepRows %v", i, got, want[i])
+			case i == 0 && got != want[0]:
+				t.Errorf("%s, step 0: loss %v, StepRows %v", reduce, got, want[0])
+			case math.Abs(float64(got-want[i])) > 1e-3:
+				t.Errorf("%s, step %d: loss %v, StepRows %v", reduce, i, got, want[i])
+			}
+		}
+		var maxDiff float64
+		for i := range st.Params {
+			a, b := tensors.MustCopyFlatData[float32](sr.Params[i]), tensors.MustCopyFlatData[float32](st.Params[i])
+			for j := range a {
+				maxDiff = max(maxDiff, math.Abs(float64(a[j]-b[j])))
+			}
+		}
+		if reduce == dtypes.Float32 && maxDiff != 0 {
+			t.Errorf("float32 reduction: parameters differ from StepRows by up to %g", maxDiff)
+		}
+		// Adam's steps are about lr = 1e-3 each; rounding the gradients to
+		// bf16 moves them by a small fraction of that.
+		if reduce == dtypes.BFloat16 && (maxDiff == 0 || maxDiff > 3e-4) {
+			t.Errorf("bfloat16 reduction: parameters differ from StepRows by %g, want (0, 3e-4]", maxDiff)
+		}
+	}
+}
+
+func TestParallelOptions(t *testing.T) {
+	o, err := ParallelOptions{}.withDefaults()
+	if err != nil || o.Strategy != Sharding || o.Reduce != dtypes.Float32 {
+		t.Errorf("defaults: %+v, %v", o, err)
+	}
+	for _, bad := range []ParallelOptions{
+		{Strategy: "ring"},
+		{Strategy: Sharding, Reduce: dtypes.BFloat16},
+		{Strategy: Replicas, Reduce: dtypes.Float16},
+	} {
+		if _, err := bad.withDefaults(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+	if o, err := ParseParallelOptions("replicas", "bf16"); err != nil || o != (ParallelOptions{Strategy: Replicas, Reduce: dtypes.BFloat16}) {
+		t.Error(o, err)
+	}
+	if o, err := ParseParallelOptions("sharding", "fp32"); err != nil || o != (ParallelOptions{Strategy: Sharding, Reduce: dtypes.Float32}) {
+		t.Error(o, err)
+	}
+	for _, bad := range [][2]string{{"sharding", "bf16"}, {"replicas", "fp8"}, {"ring", "fp32"}} {
+		if _, err := ParseParallelOptions(bad[0], bad[1]); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	be, _ := gocpu.New()
+	f := newFixture(t)
+	s := NewStepper(be, f.m, DefaultOptimizer())
+	if _, err := NewParallel(s, s.NewState(1), nil, nil, 1, 1, 2, ParallelOptions{}); err == nil {
+		t.Error("2 devices on a 1-device backend: no error")
+	}
+}
+
+// TestGradBuckets: gradients are grouped last layer first into buckets of
+// at least the cap (in the reduction's dtype), and all of them once.
+func TestGradBuckets(t *testing.T) {
+	be, _ := gocpu.New()
+	g := NewGraph(be, "buckets")
+	var grads []*Node
+	for i, n := range []int{100, 10, 300, 50, 50} { // float32: 400, 40, 1200, 200, 200 bytes
+		grads = append(grads, Parameter(g, fmt.Sprint("g", i), shapes.Make(dtypes.Float32, n)))
+	}
+	for _, c := range []struct {
+		dt   dtypes.DType
+		cap  int64
+		want [][]int
+	}{
+		{dtypes.Float32, 0, [][]int{{4, 3, 2, 1, 0}}},
+		{dtypes.Float32, 400, [][]int{{4, 3}, {2}, {1, 0}}},
+		{dtypes.BFloat16, 400, [][]int{{4, 3, 2}, {1, 0}}},
+		{dtypes.Float32, 1, [][]int{{4}, {3}, {2}, {1}, {0}}},
+	} {
+		if got := gradBuckets(grads, c.dt, c.cap); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s, cap %d: %v, want %v", c.dt, c.cap, got, c.want)
+		}
+	}
+}
