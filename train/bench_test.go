@@ -8,6 +8,7 @@ import (
 	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/gallop-dev/gallop/data/feature"
 	"github.com/gallop-dev/gallop/model"
 )
 
@@ -27,9 +28,32 @@ var stepBenchMLPs = []struct {
 // the main job's MLP and the 64-256-256 MLP of the issue tracker. Compare
 // builds with and without GOEXPERIMENT=simd.
 func BenchmarkStep(b *testing.B) {
+	type bench struct {
+		name  string
+		m     model.Model
+		w, f  int
+		batch int
+	}
+	var cases []bench
 	for _, c := range stepBenchMLPs {
 		m, _ := model.NewMLP(c.w, c.f, c.hidden, 3)
-		b.Run(fmt.Sprintf("mlp-%v-batch%d", m.Layers, c.batch), func(b *testing.B) {
+		cases = append(cases, bench{fmt.Sprintf("mlp-%v-batch%d", m.Layers, c.batch), m, c.w, c.f, c.batch})
+	}
+	// The sequence models at the sizes of bench/gpu/baselines_seq.py's
+	// PyTorch steps (window 100).
+	dl, err := model.NewDeepLOB(100, feature.Names, 3, model.DeepLOBConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	gru, _ := model.NewGRU(100, len(feature.Names), 64, 3)
+	tf, _ := model.NewTransformer(100, len(feature.Names), 3, model.TransformerConfig{})
+	cases = append(cases,
+		bench{"deeplob-batch64", dl, 100, len(feature.Names), 64},
+		bench{"gru64-batch256", gru, 100, len(feature.Names), 256},
+		bench{"transformer64x2-batch64", tf, 100, len(feature.Names), 64})
+	for _, c := range cases {
+		m := c.m
+		b.Run(c.name, func(b *testing.B) {
 			be, _ := gocpu.New()
 			s := NewStepper(be, m, DefaultOptimizer())
 			st := s.NewState(1)

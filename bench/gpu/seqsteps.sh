@@ -9,6 +9,7 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/seqsteps.log") 2>&1
 nvidia-smi --query-gpu=name --format=csv,noheader
 lscpu | grep -E "Model name|^CPU\(s\)"
+python3 -c 'import torch; print("torch", torch.__version__, "threads", torch.get_num_threads())' 
 g() { # device, name, gallop flags...
   local dev=$1 name=$2; shift 2
   echo "== gallop $name ($dev)"
@@ -18,12 +19,14 @@ g() { # device, name, gallop flags...
   [ -n "$r" ] && timeout 30 ./.dev/gallop profile "$r" | grep -E "step time|compile"
 }
 b() { timeout 300 python3 bench/gpu/baselines_seq.py "$@" 2>&1 | grep -E "ms/step|failed|params"; }
+if [ "${PART:-all}" != cpu ]; then  # PART=cpu: only the CPU part
 g gpu deeplob-b64 --arch deeplob --batch-size 64 --steps 400
 g gpu deeplob-b256 --arch deeplob --batch-size 256 --steps 300
 g gpu gru64-b256 --arch gru --hidden 64 --batch-size 256 --steps 400
 b --model deeplob --batch 64 --steps 200
 b --model deeplob --batch 256 --steps 100
 b --model gru --batch 256 --steps 200
+fi
 # CPU: gallop's Go backend on all cores vs PyTorch CPU (default threads).
 # A small market keeps the final evaluation short (with 200k events the
 # DeepLOB run's evaluation alone outlasted a 10-minute call).
