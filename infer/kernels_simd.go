@@ -17,6 +17,13 @@ import "simd/archsimd"
 // hasSIMD reports whether the SIMD kernels can run on this CPU.
 func hasSIMD() bool { return archsimd.X86.AVX512() }
 
+// clearUpper ends a kernel's vector work (VZEROUPPER): Go's scalar float
+// code is legacy SSE, which on Intel CPUs runs many times slower while the
+// upper halves of the vector registers hold data (the AVX-SSE transition
+// penalty; Go 1.26 does not clear them itself, golang/go#80835). Every
+// kernel calls it before it returns or goes on in scalar code.
+func clearUpper() { archsimd.ClearAVXUpperBits() }
+
 // accumTiles adds x @ W to y, where tiles holds W's first len(y) columns (a
 // multiple of 64) packed as mat.tiles with len(x) rows.
 func accumTiles(y, x, tiles []float32) {
@@ -28,6 +35,7 @@ func accumTiles(y, x, tiles []float32) {
 	if j+64 <= len(y) {
 		tile64(y[j:j+64:j+64], x, tiles[j*in:(j+64)*in])
 	}
+	clearUpper()
 }
 
 // accumTilesSparse adds Σ_k vals[k] * W[idx[k], :] to y, where tiles holds
@@ -42,6 +50,7 @@ func accumTilesSparse(y, vals []float32, idx []int32, tiles []float32, in int) {
 	if j+64 <= len(y) {
 		tile64Sparse(y[j:j+64:j+64], vals, idx, tiles[j*in:(j+64)*in])
 	}
+	clearUpper()
 }
 
 func tile128(y, x, tile []float32) {

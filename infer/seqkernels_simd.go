@@ -72,6 +72,7 @@ func gruUpdateSIMD(h, gx, gh []float32) {
 		hv := load16(h[i:])
 		one.Sub(z).Mul(c).Add(z.Mul(hv)).StoreSlice(h[i:])
 	}
+	clearUpper()
 	for ; i < n; i++ {
 		h[i] = gruElem(h[i], gxr[i], gxz[i], gxn[i], ghr[i], ghz[i], ghn[i])
 	}
@@ -87,6 +88,7 @@ func lstmUpdateSIMD(h, c, g []float32) {
 		cv.StoreSlice(c[i:])
 		sigmoidV(load16(gout[i:])).Mul(tanhV(cv)).StoreSlice(h[i:])
 	}
+	clearUpper()
 	for ; i < n; i++ {
 		cv := sigmoidf(gf[i])*c[i] + sigmoidf(gi[i])*tanhf(gg[i])
 		c[i] = cv
@@ -101,6 +103,7 @@ func leakyReLUSIMD(x []float32) {
 		v := load16(x[i:])
 		v.Merge(v.Mul(slope), v.Greater(zero)).StoreSlice(x[i:])
 	}
+	clearUpper()
 	for ; i < len(x); i++ {
 		if v := x[i]; !(v > 0) {
 			x[i] = v * leakRate
@@ -115,6 +118,7 @@ func geluSIMD(x []float32) {
 		v := load16(x[i:])
 		v.Mul(half).Mul(one.Add(erfV(v.Mul(k)))).StoreSlice(x[i:])
 	}
+	clearUpper()
 	for ; i < len(x); i++ {
 		x[i] = geluf(x[i])
 	}
@@ -124,6 +128,7 @@ func geluSIMD(x []float32) {
 func hsum(v f32x16) float32 {
 	var a [16]float32
 	v.Store(&a)
+	clearUpper()
 	return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) +
 		((a[8] + a[9]) + (a[10] + a[11])) + ((a[12] + a[13]) + (a[14] + a[15]))
 }
@@ -169,6 +174,7 @@ func layerNormSIMD(y, x, g, b []float32) {
 	for i := 0; i < n; i += 16 {
 		load16(x[i:]).Sub(muv).Mul(inv).MulAdd(load16(g[i:]), load16(b[i:])).StoreSlice(y[i:])
 	}
+	clearUpper()
 }
 
 func dotSIMD(a, b []float32) float32 {
@@ -197,6 +203,7 @@ func normalizeSIMD(dst, x, mean, invStd []float32) {
 	for ; i+16 <= n; i += 16 {
 		load16(x[i:]).Sub(load16(mean[i:])).Mul(load16(invStd[i:])).StoreSlice(dst[i:])
 	}
+	clearUpper()
 	for ; i < n; i++ {
 		dst[i] = (x[i] - mean[i]) * invStd[i]
 	}
@@ -230,6 +237,7 @@ func gemmSIMD(y []float32, ldy int, x []float32, ldx, m int, w []float32, ldw, k
 			gemm1x16(y0[j:j+16], x0, w[j:], ldw)
 		}
 	}
+	clearUpper()
 }
 
 func gemm4x32(y0, y1, y2, y3, x0, x1, x2, x3, w []float32, ldw int) {
