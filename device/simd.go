@@ -1,0 +1,34 @@
+package device
+
+import (
+	"bytes"
+	"os"
+)
+
+// SIMDPenalty reports whether this binary's CPU kernels are known to run
+// slowly on this CPU: a GOEXPERIMENT=simd build on an Intel CPU. GoMLX's Go
+// backend (compute v0.1.2) leaves the upper halves of the vector registers
+// dirty after its AVX-512 kernels, and Go's scalar float code, which is
+// legacy SSE, then pays Intel's AVX-SSE transition penalty
+// (golang/go#80835): on a Xeon, math.Exp took 78% of a GRU-64 train step,
+// which ran 4.8× slower than the same step built without simd
+// (BENCHMARKS.md). AMD CPUs have no such penalty. gallop's own inference
+// kernels clear the registers themselves.
+func SIMDPenalty() bool {
+	if !simdBuild {
+		return false
+	}
+	b, err := os.ReadFile("/proc/cpuinfo")
+	return err == nil && cpuVendor(b) == "GenuineIntel"
+}
+
+// cpuVendor returns the vendor_id field of /proc/cpuinfo's text, or "".
+func cpuVendor(cpuinfo []byte) string {
+	for line := range bytes.Lines(cpuinfo) {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if ok && string(bytes.TrimSpace(k)) == "vendor_id" {
+			return string(bytes.TrimSpace(v))
+		}
+	}
+	return ""
+}

@@ -1,0 +1,5 @@
+//go:build !goexperiment.simd
+
+package device
+
+const simdBuild = false
