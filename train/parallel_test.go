@@ -12,7 +12,6 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"github.com/gallop-dev/gallop/batch"
 	"github.com/gallop-dev/gallop/internal/gocpu"
 )
 
@@ -23,23 +22,10 @@ import (
 func TestReplicasStepOnOneDevice(t *testing.T) {
 	f := newFixture(t)
 	be, _ := gocpu.New()
-	feats, labels, offs, err := f.w.Flat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	const steps, B = 3, 16
-	var rows []*tensors.Tensor
-	for i := range steps {
-		ids := make([]int32, B)
-		batch.GlobalRows(offs, f.refs[300+i*B:300+(i+1)*B], ids)
-		rows = append(rows, tensors.FromFlatDataAndDimensions(ids, B))
-	}
+	const steps = 3
 	ref := NewStepper(be, f.m, DefaultOptimizer())
 	sr := ref.NewState(7)
-	data, err := ref.NewDeviceData(feats, labels, f.w.F, f.w.W)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, rows := f.rowBatches(t, ref, 300, steps, 16)
 	var want []float32
 	for i := range steps {
 		o, err := ref.StepRows(sr, 1e-3, f.mean, f.std, data, rows[i])

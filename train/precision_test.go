@@ -213,27 +213,13 @@ func TestStepRowsEqualsStep(t *testing.T) {
 func TestStepRowsNEqualsStepRows(t *testing.T) {
 	f := newFixture(t)
 	be, _ := gocpu.New()
-	feats, labels, offs, err := f.w.Flat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n, B = 3, 16
-	var rows []*tensors.Tensor
-	for i := range n {
-		ids := make([]int32, B)
-		batch.GlobalRows(offs, f.refs[100+i*B:100+(i+1)*B], ids)
-		rows = append(rows, tensors.FromFlatDataAndDimensions(ids, B))
-	}
-	lrs := []float64{1e-3, 3e-3, 2e-3}
-
+	const n = 3
 	a := NewStepper(be, f.m, DefaultOptimizer())
 	sa := a.NewState(5)
 	b := NewStepper(be, f.m, DefaultOptimizer())
 	sb := b.NewState(5)
-	data, err := a.NewDeviceData(feats, labels, f.w.F, f.w.W)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, rows := f.rowBatches(t, a, 100, n, 16)
+	lrs := []float64{1e-3, 3e-3, 2e-3}
 	var want []float32
 	for i := range n {
 		o, err := a.StepRows(sa, lrs[i], f.mean, f.std, data, rows[i])
@@ -270,4 +256,25 @@ func TestStepRowsNEqualsStepRows(t *testing.T) {
 	if _, err := b.StepRowsN(sb, lrs[:2], f.mean, f.std, data, rows); err == nil {
 		t.Error("2 learning rates for 3 row sets: no error")
 	}
+}
+
+// rowBatches puts the fixture's dataset on s's device and returns it with
+// n consecutive batches of B row ids, from the fixture's sample from on.
+func (f *fixture) rowBatches(t *testing.T, s *Stepper, from, n, B int) (*DeviceData, []*tensors.Tensor) {
+	t.Helper()
+	feats, labels, offs, err := f.w.Flat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := s.NewDeviceData(feats, labels, f.w.F, f.w.W)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []*tensors.Tensor
+	for i := range n {
+		ids := make([]int32, B)
+		batch.GlobalRows(offs, f.refs[from+i*B:from+(i+1)*B], ids)
+		rows = append(rows, tensors.FromFlatDataAndDimensions(ids, B))
+	}
+	return data, rows
 }
