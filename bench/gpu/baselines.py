@@ -6,6 +6,7 @@ steps after warm-up), samples/s, compile seconds.
 usage: python3 baselines.py --layers 510,128,64,3 --batch 256 --steps 500
 """
 import argparse, time, statistics, sys
+from timing import time_calls, torch_step
 
 p = argparse.ArgumentParser()
 p.add_argument("--layers", default="510,128,64,3")
@@ -46,30 +47,8 @@ def torch_runs():
     for mode in modes:
         m = make()
         opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-        def step():
-            opt.zero_grad(set_to_none=True)
-            if mode == "bf16-autocast":
-                with torch.autocast(dev, dtype=torch.bfloat16):
-                    loss = torch.nn.functional.cross_entropy(m(x), y)
-            else:
-                loss = torch.nn.functional.cross_entropy(m(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        f = step
-        t0 = time.perf_counter()
-        if mode == "compile":
-            f = torch.compile(step)
-        for _ in range(20):
-            f()
-        sync()
-        c = time.perf_counter() - t0
-        times = []
-        for _ in range(a.steps):
-            t = time.perf_counter()
-            f()
-            sync()
-            times.append(time.perf_counter() - t)
+        step = torch_step(m, opt, x, y, mode, dev)
+        times, c = time_calls(torch.compile(step) if mode == "compile" else step, a.steps, sync)
         report(f"torch {mode} ({dev}{', %d threads' % torch.get_num_threads() if dev == 'cpu' else ''})", times, c)
 
 def jax_run():

@@ -36,6 +36,7 @@ usage: python3 bench/gpu/baselines_seq.py --model deeplob|gru --batch 64 --steps
        [--only eager,compile,bf16-autocast,jax] [--device cuda]
 """
 import argparse, os, statistics, sys, time
+from timing import time_calls, torch_step
 
 # JAX runs in the same process after torch: grow its GPU memory on demand
 # instead of preallocating 75% of the card.
@@ -178,35 +179,12 @@ def torch_run(mode):
         show_params("torch", sum(q.numel() for q in ps))
     opt = torch.optim.Adam(ps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        if mode == "bf16-autocast":
-            with torch.autocast(dev, dtype=torch.bfloat16):
-                loss = torch.nn.functional.cross_entropy(m(x), y)
-        else:
-            loss = torch.nn.functional.cross_entropy(m(x), y)
-        loss.backward()
-        # gallop's DefaultOptimizer clips the global gradient norm at 1.
-        torch.nn.utils.clip_grad_norm_(ps, 1.0)
-        opt.step()
-        return loss
+    # gallop's DefaultOptimizer clips the global gradient norm at 1.
+    step = torch_step(m, opt, x, y, mode, dev, clip=1.0)
 
-    f = step
-    t0 = time.perf_counter()
-    if mode == "compile":
-        # nn.LSTM/nn.GRU calls are graph breaks for Dynamo (cuDNN runs them
-        # eagerly); the convs, loss, clip and Adam are compiled.
-        f = torch.compile(step)
-    for _ in range(20):
-        f()
-    sync()
-    c = time.perf_counter() - t0
-    times = []
-    for _ in range(a.steps):
-        t = time.perf_counter()
-        f()
-        sync()
-        times.append(time.perf_counter() - t)
+    # With compile, nn.LSTM/nn.GRU calls are graph breaks for Dynamo (cuDNN
+    # runs them eagerly); the convs, loss, clip and Adam are compiled.
+    times, c = time_calls(torch.compile(step) if mode == "compile" else step, a.steps, sync)
     report(f"torch {mode} ({dev})", times, c)
     del m, opt, x, y
     if dev == "cuda":
