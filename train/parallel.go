@@ -254,8 +254,10 @@ type AllReduceProbe struct {
 	Bytes int64 // each device's gradient bytes, in the reduction's dtype
 	// Collective is the median time of a call of a program that only
 	// all-reduces tensors shaped like the parameters (bucketed and typed as
-	// the step does) minus that of the same program without the collective:
-	// the all-reduce's own time, without the host's cost of a call.
+	// the Replicas step does; for Sharding, whose collectives XLA places
+	// and combines itself, the same bytes in float32) minus that of the
+	// same program without the collective: the all-reduce's own time,
+	// without the host's cost of a call.
 	Collective time.Duration
 	// Call is the median time of a whole call of the all-reduce program.
 	Call time.Duration
