@@ -26,9 +26,11 @@ type Parallel struct {
 	exec *Exec
 	// Replicas[d] is device d's copy of the state; Replicas[0] is the
 	// caller's State (checkpoints and evaluation use it).
-	reps []*State
-	data []*DeviceData
-	mesh *distributed.DeviceMesh
+	reps   []*State
+	data   []*DeviceData
+	mesh   *distributed.DeviceMesh
+	window int
+	execN  map[int]*Exec // StepN, by number of steps
 }
 
 // Strategy is how Parallel splits the step over the devices.
@@ -131,21 +133,8 @@ func NewParallel(s *Stepper, st *State, features []float32, labels []int32, f, w
 	if err != nil {
 		return nil, err
 	}
-	p := &Parallel{s: s, n: n, o: o, mesh: mesh}
-	switch o.Strategy {
-	case Sharding:
-		shard, err := distributed.BuildSpec(mesh).S("data").Done()
-		if err != nil {
-			return nil, err
-		}
-		k := 3*s.nParams + 6 // params, m, v, hyper, amp, mean, std, features, labels
-		specs := make([]*distributed.ShardingSpec, k+1)
-		specs[k] = shard // rows: the batch is split over the devices
-		p.exec = MustNewExec(s.backend, s.rowsGraph(window)).WithName("train_step_dp").
-			AutoSharding(mesh).WithInputShardingSpecs(specs...).WithOutputShardingSpecs(nil)
-	case Replicas:
-		p.exec = MustNewExec(s.backend, s.replicasGraph(window, n, o)).WithName("train_step_replicas").SPMD(mesh)
-	}
+	p := &Parallel{s: s, n: n, o: o, mesh: mesh, window: window, execN: map[int]*Exec{}}
+	p.exec = p.compileSteps(0)
 	s.fillAux(st)
 	p.reps = []*State{st}
 	for d := 1; d < n; d++ {
@@ -179,6 +168,79 @@ func NewParallel(s *Stepper, st *State, features []float32, labels []int32, f, w
 		p.data = append(p.data, &DeviceData{Features: ft, Labels: lt, Window: window})
 	}
 	return p, nil
+}
+
+// compileSteps returns the Exec of the data-parallel step (k == 0) or of
+// k steps chained in one call (see Stepper.rowsGraphN).
+func (p *Parallel) compileSteps(k int) *Exec {
+	s, name := p.s, "train_step"
+	var graph func([]*Node) []*Node
+	if p.o.Strategy == Replicas {
+		graph = s.replicasGraph(p.window, p.n, p.o)
+	} else {
+		graph = s.rowsGraph(p.window)
+	}
+	if k > 0 {
+		graph, name = s.chainSteps(graph, k), fmt.Sprintf("train_steps_%d", k)
+	}
+	exec := MustNewExec(s.backend, graph).WithName(fmt.Sprintf("%s_%s", name, p.o.Strategy))
+	if p.o.Strategy == Replicas {
+		return exec.SPMD(p.mesh)
+	}
+	// Sharding: everything replicated but the rows, which are split over
+	// the devices (the last input, or the last k).
+	shard, err := distributed.BuildSpec(p.mesh).S("data").Done()
+	if err != nil {
+		panic(err) // a 1-D mesh named "data" always has an axis "data"
+	}
+	nrows := max(k, 1)
+	specs := make([]*distributed.ShardingSpec, 3*s.nParams+6+nrows) // params, m, v, hyper, amp, mean, std, features, labels, rows
+	for i := len(specs) - nrows; i < len(specs); i++ {
+		specs[i] = shard
+	}
+	return exec.AutoSharding(p.mesh).WithInputShardingSpecs(specs...).WithOutputShardingSpecs(nil)
+}
+
+// StepN runs len(lrs) data-parallel steps in one call of one compiled
+// graph, as Stepper.StepRowsN does on one device: step i uses learning
+// rate lrs[i], and rows[i][d] holds device d's share of its rows. It
+// returns device 0's StepOuts.
+func (p *Parallel) StepN(lrs []float64, mean, std []*tensors.Tensor, rows [][]*tensors.Tensor) ([]StepOut, error) {
+	s, k := p.s, len(lrs)
+	if k == 0 || len(rows) != k {
+		return nil, fmt.Errorf("train: StepN: %d learning rates and %d row sets, want the same number, at least 1", k, len(rows))
+	}
+	exec := p.execN[k]
+	if exec == nil {
+		exec = p.compileSteps(k)
+		p.execN[k] = exec
+	}
+	st0 := p.reps[0]
+	start := time.Now()
+	args := make([]any, 0, p.n*(3*s.nParams+6+k))
+	for d, st := range p.reps {
+		devArgs, err := s.stateArgsWith(st, s.hyperN(st, lrs), deviceNum(d), 4+k)
+		if err != nil {
+			return nil, err
+		}
+		args = append(append(args, devArgs...), mean[d], std[d], p.data[d].Features, p.data[d].Labels)
+		for i := range rows {
+			args = append(args, rows[i][d])
+		}
+	}
+	outs, err := exec.Call(args...)
+	if err != nil {
+		return nil, fmt.Errorf("train: data-parallel steps %d-%d: %w", st0.Step, st0.Step+int64(k)-1, err)
+	}
+	nout := len(outs) / p.n
+	var res []StepOut
+	for d, st := range p.reps {
+		o := s.unpackN(st, outs[d*nout:(d+1)*nout], lrs, start)
+		if d == 0 {
+			res = o
+		}
+	}
+	return res, nil
 }
 
 // replicasGraph is rowsGraph on one device's rows with the gradients and

@@ -129,3 +129,55 @@ func TestGradBuckets(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicasStepsChained: k replicas steps chained in one call, as
+// Parallel.StepN compiles them (here for one device, no collective), equal
+// StepRowsN bit for bit.
+func TestReplicasStepsChained(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gocpu.New()
+	const k = 3
+	lrs := []float64{1e-3, 2e-3, 5e-4}
+	ref := NewStepper(be, f.m, DefaultOptimizer())
+	sr := ref.NewState(9)
+	data, rows := f.rowBatches(t, ref, 500, k, 16)
+	want, err := ref.StepRowsN(sr, lrs, f.mean, f.std, data, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewStepper(be, f.m, DefaultOptimizer())
+	st := s.NewState(9)
+	s.fillAux(st)
+	exec := MustNewExec(be, s.chainSteps(s.replicasGraph(f.w.W, 1, ParallelOptions{Reduce: dtypes.Float32, BucketBytes: 1}), k))
+	args, err := s.stateArgsWith(st, s.hyperN(st, lrs), 0, 4+k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args = append(args, f.mean, f.std, data.Features, data.Labels)
+	for _, r := range rows {
+		args = append(args, r)
+	}
+	outs, err := exec.Call(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.unpackN(st, outs, lrs, time.Time{})
+	for i := range k {
+		if a, b := got[i].Value(got[i].Loss), want[i].Value(want[i].Loss); a != b || got[i].Step != want[i].Step {
+			t.Errorf("step %d: loss %v (step %d), StepRowsN %v (step %d)", i, a, got[i].Step, b, want[i].Step)
+		}
+	}
+	if st.Step != sr.Step {
+		t.Fatalf("state at step %d, StepRowsN's at %d", st.Step, sr.Step)
+	}
+	for _, g := range [][2][]*tensors.Tensor{{sr.Params, st.Params}, {sr.M, st.M}, {sr.V, st.V}} {
+		for i := range g[0] {
+			a, b := tensors.MustCopyFlatData[float32](g[0][i]), tensors.MustCopyFlatData[float32](g[1][i])
+			for j := range a {
+				if a[j] != b[j] {
+					t.Fatalf("state tensor %d[%d]: StepRowsN %v, chained replicas %v", i, j, a[j], b[j])
+				}
+			}
+		}
+	}
+}

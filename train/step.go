@@ -638,7 +638,12 @@ func gatherWindows(feats, labels, rows *Node, window int) (x, y *Node) {
 // the steps: loss, grad norm, finite, skipped [n] and per-parameter finite
 // [n, params].
 func (s *Stepper) rowsGraphN(window, steps int) func(in []*Node) []*Node {
-	step := s.rowsGraph(window)
+	return s.chainSteps(s.rowsGraph(window), steps)
+}
+
+// chainSteps chains steps calls of step, a graph with rowsGraph's inputs
+// and outputs, as rowsGraphN describes.
+func (s *Stepper) chainSteps(step func(in []*Node) []*Node, steps int) func(in []*Node) []*Node {
 	return func(in []*Node) []*Node {
 		n := s.nParams
 		state := in[:3*n]
@@ -656,6 +661,29 @@ func (s *Stepper) rowsGraphN(window, steps int) func(in []*Node) []*Node {
 		return append(append(make([]*Node, 0, 3*n+6), state...), amp,
 			Stack(loss, 0), Stack(gnorm, 0), Stack(finite, 0), Stack(perParam, 0), Stack(skipped, 0))
 	}
+}
+
+// hyperN returns the hyperparameters [k, 3] of the k steps from st.Step
+// on at learning rates lrs.
+func (s *Stepper) hyperN(st *State, lrs []float64) *tensors.Tensor {
+	h := make([]float32, 0, 3*len(lrs))
+	for i, lr := range lrs {
+		h = s.appendHyper(h, st.Step+int64(i), lr)
+	}
+	return tensors.FromFlatDataAndDimensions(h, len(lrs), 3)
+}
+
+// unpackN moves a chained call's outputs (see rowsGraphN) into st, which
+// advances len(lrs) steps, and returns one StepOut per step.
+func (s *Stepper) unpackN(st *State, outs []*tensors.Tensor, lrs []float64, start time.Time) []StepOut {
+	n := s.setState(st, outs)
+	res := make([]StepOut, len(lrs))
+	for i := range res {
+		res[i] = StepOut{Step: st.Step + int64(i), LR: lrs[i], Start: start, Applied: true, Index: i,
+			Loss: outs[3*n+1], GradNorm: outs[3*n+2], Finite: outs[3*n+3], ParamFinite: outs[3*n+4], Skipped: outs[3*n+5]}
+	}
+	st.Step += int64(len(lrs))
+	return res
 }
 
 // StepRowsN runs len(lrs) consecutive StepRows in one call of one compiled
@@ -684,11 +712,7 @@ func (s *Stepper) StepRowsN(st *State, lrs []float64, mean, std *tensors.Tensor,
 		exec = MustNewExec(s.backend, s.rowsGraphN(data.Window, k)).WithName(fmt.Sprintf("train_steps_%d", k))
 		s.rowsNExec[k] = exec
 	}
-	hyper := make([]float32, 0, 3*k)
-	for i, lr := range lrs {
-		hyper = s.appendHyper(hyper, st.Step+int64(i), lr)
-	}
-	args, err := s.stateArgsWith(st, tensors.FromFlatDataAndDimensions(hyper, k, 3), 0, 4+k)
+	args, err := s.stateArgsWith(st, s.hyperN(st, lrs), 0, 4+k)
 	if err != nil {
 		return nil, err
 	}
@@ -700,14 +724,7 @@ func (s *Stepper) StepRowsN(st *State, lrs []float64, mean, std *tensors.Tensor,
 	if err != nil {
 		return nil, fmt.Errorf("train: steps %d-%d: %w", st.Step, st.Step+int64(k)-1, err)
 	}
-	n := s.setState(st, outs)
-	res := make([]StepOut, k)
-	for i := range res {
-		res[i] = StepOut{Step: st.Step + int64(i), LR: lrs[i], Start: start, Applied: true, Index: i,
-			Loss: outs[3*n+1], GradNorm: outs[3*n+2], Finite: outs[3*n+3], ParamFinite: outs[3*n+4], Skipped: outs[3*n+5]}
-	}
-	st.Step += int64(k)
-	return res, nil
+	return s.unpackN(st, outs, lrs, start), nil
 }
 
 // StepRows is Step for a dataset resident on the device: rows (int32 [B],

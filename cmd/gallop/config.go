@@ -81,7 +81,7 @@ type TrainConfig struct {
 	Accumulate int `toml:"accumulate" json:"accumulate"`
 	// StepsPerCall runs that many optimizer steps per call of one compiled
 	// graph (the steps unrolled, the same updates), to amortise the host's
-	// per-call cost on small models. Needs accumulate = 1 and one device;
+	// per-call cost on small models. Needs accumulate = 1 and fixed windows;
 	// steps, eval_every and checkpoint_every must be multiples of it.
 	StepsPerCall int `toml:"steps_per_call" json:"steps_per_call"`
 	// DPStrategy is how several GPUs share a step: "replicas" (each

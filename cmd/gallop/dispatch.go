@@ -13,8 +13,8 @@ import (
 )
 
 // dispatcher runs a training loop's micro-batches on the path the run set
-// up: data parallel (dp), the dataset resident on the device (devData; one
-// step per call, or perCall steps per call through StepRowsN), or batches
+// up: data parallel (dp) or the dataset resident on the device (devData),
+// one step per call or perCall steps per call (StepN, StepRowsN), or batches
 // gathered on the host. It hands every step's outputs to the watcher and
 // each batch back to the loader once the step that used it is dispatched.
 type dispatcher struct {
@@ -47,7 +47,13 @@ func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile
 		for _, pb := range d.pending {
 			d.rows = append(d.rows, pb.Rows)
 		}
-		outs, err := d.stepper.StepRowsN(st, d.lrs, d.mean, d.std, d.devData, d.rows)
+		var outs []train.StepOut
+		var err error
+		if d.dp != nil {
+			outs, err = d.dp.stepN(d.lrs, d.rows)
+		} else {
+			outs, err = d.stepper.StepRowsN(st, d.lrs, d.mean, d.std, d.devData, d.rows)
+		}
 		if err != nil {
 			return t, err
 		}

@@ -37,8 +37,22 @@ func newDataParallel(s *train.Stepper, st *train.State, feats []float32, labels 
 	return dp, nil
 }
 
-// step splits rows (int32 [B], host) into n equal shards, one per device.
+// step runs one step on rows (int32 [B], host), split over the devices.
 func (dp *dataParallel) step(lr float64, rows *tensors.Tensor) (train.StepOut, error) {
+	return dp.p.Step(lr, dp.mean, dp.std, dp.split(rows))
+}
+
+// stepN runs len(lrs) steps in one call, step i on rows[i].
+func (dp *dataParallel) stepN(lrs []float64, rows []*tensors.Tensor) ([]train.StepOut, error) {
+	shards := make([][]*tensors.Tensor, len(rows))
+	for i, r := range rows {
+		shards[i] = dp.split(r)
+	}
+	return dp.p.StepN(lrs, dp.mean, dp.std, shards)
+}
+
+// split splits rows (int32 [B], host) into n equal shards, one per device.
+func (dp *dataParallel) split(rows *tensors.Tensor) []*tensors.Tensor {
 	dp.host = dp.host[:0]
 	tensors.MustConstFlatData(rows, func(r []int32) { dp.host = append(dp.host, r...) })
 	per := len(dp.host) / dp.n
@@ -46,5 +60,5 @@ func (dp *dataParallel) step(lr float64, rows *tensors.Tensor) (train.StepOut, e
 	for d := range shards {
 		shards[d] = tensors.FromFlatDataAndDimensions(dp.host[d*per:(d+1)*per], per)
 	}
-	return dp.p.Step(lr, dp.mean, dp.std, shards)
+	return shards
 }

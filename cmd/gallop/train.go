@@ -328,9 +328,6 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				if cfg.Train.BatchSize%n != 0 {
 					return res, fmt.Errorf("train: batch size %d does not split over %d GPUs", cfg.Train.BatchSize, n)
 				}
-				if cfg.Train.StepsPerCall > 1 {
-					return res, fmt.Errorf("train: --steps-per-call is not supported on several GPUs yet")
-				}
 				po, err := train.ParseParallelOptions(cfg.Train.DPStrategy, cfg.Train.DPReduce)
 				if err != nil {
 					return res, err
