@@ -308,9 +308,6 @@ func gradBuckets(grads []*Node, dt dtypes.DType, capBytes int64) [][]int {
 	return out
 }
 
-// Strategy is the strategy in use.
-func (p *Parallel) Strategy() Strategy { return p.o.Strategy }
-
 // AllReduceProbe is what ProbeAllReduce measured.
 type AllReduceProbe struct {
 	Bytes int64 // each device's gradient bytes, in the reduction's dtype
@@ -330,7 +327,7 @@ type AllReduceProbe struct {
 // calls, alternating. The step may hide part of the all-reduce behind
 // computation; the probe measures what there is to hide.
 func (p *Parallel) ProbeAllReduce(reps int) (AllReduceProbe, error) {
-	s := p.s
+	s, reps := p.s, max(reps, 1)
 	var r AllReduceProbe
 	args := make([]any, 0, p.n*s.nParams)
 	for d, st := range p.reps {

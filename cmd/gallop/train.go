@@ -336,6 +336,10 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				if dp, err = newDataParallel(stepper, st, feats, labels, win, n, mean, std, norm, po); err != nil {
 					return res, err
 				}
+				how := cfg.Train.DPStrategy
+				if po.Strategy == train.Replicas {
+					how += fmt.Sprintf(", %s all-reduce in %g MB buckets", cfg.Train.DPReduce, cfg.Train.DPBucketMB)
+				}
 				if rec != nil {
 					// What the step has to hide: the gradient all-reduce alone.
 					pr, err := dp.p.ProbeAllReduce(20)
@@ -343,9 +347,10 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 						return res, err
 					}
 					rec.Collective("gradient all-reduce", n, pr.Bytes, pr.Collective)
-					fmt.Fprintf(out, "parallel %d GPUs, %s strategy; gradient all-reduce of %.1f MB (%s) alone: %s (a call of it %s)\n",
-						n, cfg.Train.DPStrategy, float64(pr.Bytes)/1e6, cfg.Train.DPReduce, pr.Collective.Round(time.Microsecond), pr.Call.Round(time.Microsecond))
+					how += fmt.Sprintf("; gradient all-reduce of %.1f MB alone: %s (a call of it %s)",
+						float64(pr.Bytes)/1e6, pr.Collective.Round(time.Microsecond), pr.Call.Round(time.Microsecond))
 				}
+				fmt.Fprintf(out, "parallel %d GPUs, %s\n", n, how)
 				lcfg.Backend = nil // rows are split on the host, then copied per device
 			} else if devData, err = stepper.NewDeviceData(feats, labels, win.F, win.W); err != nil {
 				return res, err
