@@ -59,6 +59,13 @@ type DeepLOBConfig struct {
 // faster than its direct convolution. Kernels are stored as Keras's
 // [kh, kw, in, out] (HWIO).
 //
+// DeepLOB takes fixed windows and is not a SequenceModel: its 'same'
+// convolutions let event t see events t+1 and t+2 of the window, which is
+// harmless when only the window's last event is predicted but would leak
+// the future into per-position outputs over a sequence. Variable-length
+// sequences (padded or packed) train the GRU and the transformer, whose
+// outputs at a position depend only on the events before it.
+//
 // The LSTM (Hochreiter and Schmidhuber 1997) has no peepholes, gates in the
 // order i, f, g, o along the 4H axis and one bias, as Keras's:
 //
