@@ -7,6 +7,8 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 )
@@ -141,7 +143,11 @@ func (m *MLP) Forward(params []*Node, mean, std, x *Node) *Node {
 	if m.Index != nil {
 		h = gatherColumns(h, m.Index)
 	}
-	h = Reshape(h, b, m.W*m.inputs())
+	return m.dense(params, Reshape(h, b, m.W*m.inputs()))
+}
+
+// dense runs the layers over h [N, W*inputs] and returns the logits [N, C].
+func (m *MLP) dense(params []*Node, h *Node) *Node {
 	for i := 0; i < len(params); i += 2 {
 		h = Add(MatMul(h, params[i]), ExpandAxes(params[i+1], 0))
 		if i+2 < len(params) {
@@ -149,6 +155,42 @@ func (m *MLP) Forward(params []*Node, mean, std, x *Node) *Node {
 		}
 	}
 	return h
+}
+
+// ForwardSeq implements SequenceModel: the window at a position is the W
+// events of its own sequence that end there, oldest first, padding inside
+// the sequence skipped; where the sequence has fewer than W events so far,
+// the missing ones are zeros after normalisation (each feature at its
+// mean). From a sequence's W-th event on, a position's logits are Forward's
+// of that window. It selects each window row with a [B, T, T] comparison of
+// the positions' indices within their sequences, then one gather.
+func (m *MLP) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node {
+	d := x.Shape().Dimensions
+	b, t := d[0], d[1]
+	g := x.Graph()
+	h := Normalize(x, mean, std) // [B, T, F]
+	if m.Index != nil {
+		h = gatherColumns(h, m.Index)
+	}
+	bt := func(n *Node, axis int) *Node { return BroadcastToDims(ExpandAxes(n, axis), b, t, t) }
+	// mask[q, k]: k is q or an earlier position of q's sequence.
+	mask := LogicalAnd(Equal(bt(segments, 2), bt(segments, 1)), BroadcastToDims(ExpandAxes(LowerTriangular(g, t), 0), b, t, t))
+	pos := AddScalar(ReduceSum(ConvertDType(mask, dtypes.Int32), -1), -1) // index within the sequence
+	back := Sub(bt(pos, 2), bt(pos, 1))                                   // [B, T, T]: how far k lies behind q
+	keys := Iota(g, shapes.Make(dtypes.Int32, b, t, t), 2)
+	rowIDs := Iota(g, shapes.Make(dtypes.Int32, b, t, 1), 0)
+	zero := ZerosLike(keys)
+	rows := make([]*Node, m.W)
+	for j := range m.W {
+		sel := LogicalAnd(mask, Equal(back, Scalar(g, dtypes.Int32, j))) // at most one k per q
+		k := ReduceSum(Where(sel, keys, zero), -1)                       // [B, T]
+		has := ConvertDType(ReduceMax(ConvertDType(sel, dtypes.Int32), -1), h.DType())
+		r := Gather(h, Concatenate([]*Node{rowIDs, ExpandAxes(k, -1)}, -1)) // [B, T, inputs]
+		rows[m.W-1-j] = Mul(r, ExpandAxes(has, -1))
+	}
+	n := m.W * m.inputs()
+	out := m.dense(params, Reshape(Concatenate(rows, -1), b*t, n))
+	return Reshape(out, b, t, m.Layers[len(m.Layers)-1])
 }
 
 // CrossEntropy is the mean softmax cross-entropy of logits [B, C] against

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/gallop-dev/gallop/data/feature"
 	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gallop-dev/gallop/model"
 )
@@ -84,9 +85,12 @@ func TestStepSeqPaddedEqualsPacked(t *testing.T) {
 			t.Fatalf("update differs at %d: %v vs %v", i, params[0][i], params[1][i])
 		}
 	}
-	// An MLP is not a sequence model.
-	mlp, _ := model.NewMLP(4, F, []int{8}, 3)
-	if _, err := NewStepper(be, mlp, DefaultOptimizer()).StepSeq(nil, 1, mean, std, nil, nil, nil); err == nil {
-		t.Fatal("MLP accepted sequence batches")
+	// DeepLOB is not a sequence model.
+	dl, err := model.NewDeepLOB(10, feature.Names, 3, model.DeepLOBConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewStepper(be, dl, DefaultOptimizer()).StepSeq(nil, 1, mean, std, nil, nil, nil); err == nil {
+		t.Fatal("DeepLOB accepted sequence batches")
 	}
 }

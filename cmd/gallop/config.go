@@ -55,7 +55,7 @@ type DataConfig struct {
 // ModelConfig chooses the model.
 type ModelConfig struct {
 	Arch string `toml:"arch" json:"arch"`
-	// Layout, for gru and transformer: "" trains on fixed windows; "padded"
+	// Layout, for mlp, gru and transformer: "" trains on fixed windows; "padded"
 	// or "packed" trains on variable-length sequences (data.seq_len,
 	// data.seq_bucket_ms) in that layout.
 	Layout string `toml:"layout" json:"layout"`
@@ -186,8 +186,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: train.batch_size = %d, want >= 1", t.BatchSize)
 	case t.LR <= 0:
 		return fmt.Errorf("config: train.lr = %g, want > 0", t.LR)
-	case c.Model.Layout != "" && c.Model.Arch != "gru" && c.Model.Arch != "transformer":
-		return fmt.Errorf("config: model.layout = %q needs a sequence model (gru or transformer), not %s", c.Model.Layout, c.Model.Arch)
+	case c.Model.Layout != "" && c.Model.Arch == "deeplob":
+		return fmt.Errorf("config: model.layout = %q needs a model of sequences (mlp, gru or transformer), not deeplob: its 'same' convolutions would see later events of the sequence", c.Model.Layout)
 	case c.Model.Layout != "" && c.Model.Layout != "padded" && c.Model.Layout != "packed":
 		return fmt.Errorf("config: model.layout = %q: want padded or packed", c.Model.Layout)
 	case c.Model.Layout != "" && (d.SeqLen < 2 || d.SeqBucketMs <= 0):
@@ -322,7 +322,7 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.Float64Var(&c.Data.ValFrac, "val-frac", c.Data.ValFrac, "with > 0: a validation block of this share after the training rows, then a test block")
 	fs.BoolVar(&c.Train.SelectBest, "select-best", c.Train.SelectBest, "keep and report the state with the best validation macro-F1 (early stopping)")
 	fs.IntVar(&c.Data.Embargo, "embargo", c.Data.Embargo, "rows skipped after the train/validation cut")
-	fs.StringVar(&c.Model.Layout, "layout", c.Model.Layout, "gru/transformer on variable-length sequences: padded or packed (default: fixed windows)")
+	fs.StringVar(&c.Model.Layout, "layout", c.Model.Layout, "mlp, gru or transformer on variable-length sequences: padded or packed (default: fixed windows)")
 	fs.IntVar(&c.Data.SeqLen, "seq-len", c.Data.SeqLen, "longest sequence (events) with --layout; the transformer needs <= --window")
 	fs.StringVar(&c.Model.Arch, "arch", c.Model.Arch, "model: mlp, deeplob (Zhang et al. 2019), gru or transformer")
 	fs.Var(intList{&c.Model.Hidden}, "hidden", "hidden layer sizes, e.g. 256,128")

@@ -454,23 +454,24 @@ func TestSelectBestWithTestBlock(t *testing.T) {
 }
 
 // TestSequenceLayouts trains a GRU on variable-length sequences in both
-// layouts through the CLI: both run, report per-epoch padding and beat the
-// majority class; the layout flag is refused for a non-sequence model.
+// layouts, and the MLP packed, through the CLI: they run and report
+// per-epoch padding; the layout flag is refused for DeepLOB.
 func TestSequenceLayouts(t *testing.T) {
-	for _, layout := range []string{"padded", "packed"} {
+	for _, c := range [][2]string{{"gru", "padded"}, {"gru", "packed"}, {"mlp", "packed"}} {
+		arch, layout := c[0], c[1]
 		var out bytes.Buffer
-		code := run(context.Background(), []string{"train", "--quiet", "--arch", "gru", "--layout", layout, "--events", "30000",
+		code := run(context.Background(), []string{"train", "--quiet", "--arch", arch, "--layout", layout, "--events", "30000",
 			"--steps", "60", "--batch-size", "16", "--seq-len", "32", "--hidden", "16", "--runs-dir", t.TempDir()}, &out, &out)
 		if code != 0 {
-			t.Fatalf("%s: exit %d\n%s", layout, code, out.String())
+			t.Fatalf("%s %s: exit %d\n%s", arch, layout, code, out.String())
 		}
 		if !strings.Contains(out.String(), "("+layout+"): padding") || !strings.Contains(out.String(), "labelled positions") {
-			t.Fatalf("%s: output\n%s", layout, out.String())
+			t.Fatalf("%s %s: output\n%s", arch, layout, out.String())
 		}
 	}
 	var out bytes.Buffer
-	if code := run(context.Background(), []string{"train", "--arch", "mlp", "--layout", "packed"}, &out, &out); code != 1 || !strings.Contains(out.String(), "needs a sequence model") {
-		t.Fatalf("mlp with a layout: exit %d\n%s", code, out.String())
+	if code := run(context.Background(), []string{"train", "--arch", "deeplob", "--layout", "packed"}, &out, &out); code != 1 || !strings.Contains(out.String(), "not deeplob") {
+		t.Fatalf("deeplob with a layout: exit %d\n%s", code, out.String())
 	}
 }
 
