@@ -162,8 +162,10 @@ func (m *MLP) dense(params []*Node, h *Node) *Node {
 // the sequence skipped; where the sequence has fewer than W events so far,
 // the missing ones are zeros after normalisation (each feature at its
 // mean). From a sequence's W-th event on, a position's logits are Forward's
-// of that window. It selects each window row with a [B, T, T] comparison of
-// the positions' indices within their sequences, then one gather.
+// of that window. Positions are ranked among the row's events (padding
+// skipped) and each window row is gathered by rank: one [B, T, T]
+// comparison gives each position's index within its sequence, the rest is
+// O(W·B·T).
 func (m *MLP) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node {
 	d := x.Shape().Dimensions
 	b, t := d[0], d[1]
@@ -172,21 +174,25 @@ func (m *MLP) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node {
 	if m.Index != nil {
 		h = gatherColumns(h, m.Index)
 	}
+	i32 := dtypes.Int32
 	bt := func(n *Node, axis int) *Node { return BroadcastToDims(ExpandAxes(n, axis), b, t, t) }
-	// mask[q, k]: k is q or an earlier position of q's sequence.
-	mask := LogicalAnd(Equal(bt(segments, 2), bt(segments, 1)), BroadcastToDims(ExpandAxes(LowerTriangular(g, t), 0), b, t, t))
-	pos := AddScalar(ReduceSum(ConvertDType(mask, dtypes.Int32), -1), -1) // index within the sequence
-	back := Sub(bt(pos, 2), bt(pos, 1))                                   // [B, T, T]: how far k lies behind q
-	keys := Iota(g, shapes.Make(dtypes.Int32, b, t, t), 2)
-	rowIDs := Iota(g, shapes.Make(dtypes.Int32, b, t, 1), 0)
-	zero := ZerosLike(keys)
+	// The index of each position within its sequence: how many positions
+	// up to it carry its id.
+	same := LogicalAnd(Equal(bt(segments, 2), bt(segments, 1)), BroadcastToDims(ExpandAxes(LowerTriangular(g, t), 0), b, t, t))
+	pos := AddScalar(ReduceSum(ConvertDType(same, i32), -1), -1)
+	// rank: the position's rank among its row's events; at[r] the position
+	// of the row's r-th event.
+	event := ConvertDType(NotEqual(segments, ZerosLike(segments)), i32)
+	rank := AddScalar(CumSum(event, 1), -1)
+	rowIDs := Iota(g, shapes.Make(i32, b, t, 1), 0)
+	index := func(col *Node) *Node { return Concatenate([]*Node{rowIDs, ExpandAxes(col, -1)}, -1) } // [B, T, 2]
+	at := ScatterSum(Zeros(g, shapes.Make(i32, b, t)), index(MaxScalar(rank, 0)),
+		Mul(Iota(g, shapes.Make(i32, b, t), 1), event), false, false)
 	rows := make([]*Node, m.W)
 	for j := range m.W {
-		sel := LogicalAnd(mask, Equal(back, Scalar(g, dtypes.Int32, j))) // at most one k per q
-		k := ReduceSum(Where(sel, keys, zero), -1)                       // [B, T]
-		has := ConvertDType(ReduceMax(ConvertDType(sel, dtypes.Int32), -1), h.DType())
-		r := Gather(h, Concatenate([]*Node{rowIDs, ExpandAxes(k, -1)}, -1)) // [B, T, inputs]
-		rows[m.W-1-j] = Mul(r, ExpandAxes(has, -1))
+		k := Gather(at, index(MaxScalar(AddScalar(rank, float64(-j)), 0))) // [B, T]
+		has := ConvertDType(GreaterOrEqual(pos, Scalar(g, i32, j)), h.DType())
+		rows[m.W-1-j] = Mul(Gather(h, index(k)), ExpandAxes(has, -1))
 	}
 	n := m.W * m.inputs()
 	out := m.dense(params, Reshape(Concatenate(rows, -1), b*t, n))
