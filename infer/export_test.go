@@ -399,7 +399,7 @@ func TestNewStreamer(t *testing.T) {
 		mode Mode
 		ok   bool
 	}{
-		{mlp, ModeWindow, true}, {mlp, ModeCarried, false},
+		{mlp, ModeWindow, true}, {mlp, ModeCarried, true}, {mlp, ModeSegment, false},
 		{gru, ModeWindow, true}, {gru, ModeCarried, true}, {gru, ModeSegment, false},
 		{dl, ModeWindow, true}, {dl, ModeCarried, false},
 		{tr, ModeWindow, true}, {tr, ModeSegment, true}, {tr, ModeCarried, false},

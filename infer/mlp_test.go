@@ -10,6 +10,8 @@ import (
 	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/gallop-dev/gallop/model"
 )
 
 // gomlxForward evaluates m on a batch of flattened raw windows with a GoMLX
@@ -293,5 +295,50 @@ func TestForwardConcurrent(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestMLPCarriedParity: an MLP stream in ModeCarried yields, from the first
+// event since Reset, model.MLP.ForwardSeq's logits over those events as one
+// sequence (float32, both kernel sets, a Reset in the middle); in int8 it
+// stays within int8Bound of them.
+func TestMLPCarriedParity(t *testing.T) {
+	c := mlpCase(t, 6, 5, []int{32, 16}, 3)
+	m := c.build(t, 2)
+	r := rand.New(rand.NewPCG(5, 6))
+	events := seqEvents(r, m, 40)
+	const cut = 17 // the stream is reset before this event
+	sm := c.mm.(model.SequenceModel)
+	want := append(gomlxSeq(t, sm, m, events[:cut], allOnes(cut)), gomlxSeq(t, sm, m, events[cut:], allOnes(len(events)-cut))...)
+	for kname, simd := range kernelVariants() {
+		e, err := newMLP(m, simd, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := e.NewStreamMode(ModeCarried)
+		if err != nil {
+			t.Fatal(err)
+		}
+		worst := streamParity(t, s, events[:cut], want[:cut], 3, nil)
+		s.Reset()
+		worst = max(worst, streamParity(t, s, events[cut:], want[cut:], 3, func(i int) bool { return i%2 == 0 }))
+		t.Logf("%s: %d positions, worst rel err vs GoMLX ForwardSeq %.2g", kname, len(events), worst)
+	}
+	q8, err := NewMLPWith(m, Options{Weights: WeightsInt8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := q8.NewStreamMode(ModeCarried)
+	got := make([]float32, 3)
+	for i, ev := range events[:cut] {
+		if !s.Push(ev, got) {
+			t.Fatalf("int8, push %d: not ready", i)
+		}
+		if e := relErr(got, want[i]); e > int8Bound {
+			t.Fatalf("int8, push %d: %v, GoMLX %v (rel err %.3g)", i, got, want[i], e)
+		}
+	}
+	if _, err := q8.NewStreamMode(ModeSegment); err == nil {
+		t.Error("MLP stream in segment mode: no error")
 	}
 }

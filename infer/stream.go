@@ -26,6 +26,9 @@ type Stream struct {
 	head int
 	n    int  // events seen since Reset, up to Window
 	owed bool // xn's contributions to later windows are not yet in acc
+	// early: yield logits from the first event (ModeCarried), the events
+	// before Reset taken as zeros after normalisation.
+	early bool
 }
 
 // NewStream returns an empty Stream over m.
@@ -46,6 +49,21 @@ func (m *MLP) NewStream() *Stream {
 	return s
 }
 
+// NewStreamMode returns an empty Stream over m in mode: ModeWindow (as
+// NewStream) or ModeCarried, where Push yields logits from the first event
+// since Reset: those of model.MLP.ForwardSeq over the events since Reset as
+// one sequence, the missing earlier events of a window at the features'
+// means. The partial sums a Stream keeps start from layer 0's bias, so a
+// missing event adds nothing, which is exactly a zero after normalisation.
+func (m *MLP) NewStreamMode(mode Mode) (*Stream, error) {
+	if mode != ModeWindow && mode != ModeCarried {
+		return nil, fmt.Errorf("infer: MLP stream: no %s mode", mode)
+	}
+	s := m.NewStream()
+	s.early = mode == ModeCarried
+	return s, nil
+}
+
 // Reset forgets all events, as if the Stream were new.
 func (s *Stream) Reset() {
 	b := s.m.layers[0].b
@@ -55,9 +73,9 @@ func (s *Stream) Reset() {
 	s.head, s.n, s.owed = 0, 0, false
 }
 
-// Ready reports whether the Stream has seen a full window of events since it
-// was made or Reset, so that Push yields logits.
-func (s *Stream) Ready() bool { return s.n == s.m.window }
+// Ready reports whether Push yields logits: the Stream has seen a full
+// window of events since it was made or Reset (in ModeCarried, one event).
+func (s *Stream) Ready() bool { return s.n == s.m.window || (s.early && s.n > 0) }
 
 // Push appends one event's raw feature vector (length NumFeatures) and, once
 // the Stream has seen Window events, writes the logits of the window ending
@@ -84,7 +102,7 @@ func (s *Stream) Push(features, logits []float32) (ready bool) {
 	if s.n < m.window {
 		s.n++
 	}
-	ready = s.n == m.window
+	ready = s.n == m.window || s.early
 	if ready {
 		m.tail(s.s, slot, logits)
 	}
