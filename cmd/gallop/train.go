@@ -177,6 +177,9 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	if err != nil {
 		return res, err
 	}
+	if cfg.Model.Layout != "" && len(spec.IDs) > 1 {
+		return res, fmt.Errorf("train: --layout %s trains on one device; data parallel over sequence batches is not supported yet (use --device gpu)", cfg.Model.Layout)
+	}
 	dir, err := newRunDir(cfg.RunsDir)
 	if err != nil {
 		return res, err
