@@ -27,6 +27,11 @@ func main() {
 	steps := flag.Int("steps", 1500, "optimizer steps")
 	flag.Parse()
 	ctx := context.Background()
+	spec, err := device.Parse(*dev)
+	check(err)
+	if len(spec.IDs) > 1 {
+		log.Fatal("this loop runs on one device; gallop train --device gpu:0,1 trains data parallel")
+	}
 
 	// Data: simulated events → book → features → labels, split by time.
 	simCfg := sim.DefaultConfig()
@@ -41,8 +46,6 @@ func main() {
 	std := tensors.FromFlatDataAndDimensions(norm.Std, win.F)
 
 	// Model, device and the compiled step.
-	spec, err := device.Parse(*dev)
-	check(err)
 	backend, _, err := device.Open(spec, device.Options{})
 	check(err)
 	m, err := model.NewMLP(win.W, win.F, []int{128, 64}, 3)
