@@ -13,14 +13,12 @@ import (
 )
 
 // dispatcher runs a training loop's micro-batches on the path the run set
-// up: data parallel (dp) or the dataset resident on the device (devData),
-// one step per call or perCall steps per call (StepN, StepRowsN), or batches
-// gathered on the host. It hands every step's outputs to the watcher and
+// up: the dataset resident on one or several devices (runner), one step per
+// call or perCall steps per call, or batches gathered on the host. It hands every step's outputs to the watcher and
 // each batch back to the loader once the step that used it is dispatched.
 type dispatcher struct {
 	stepper   *train.Stepper
-	dp        *dataParallel
-	devData   *train.DeviceData
+	runner    *train.Runner
 	mean, std *tensors.Tensor
 	loader    *batch.Loader
 	watcher   *guard.Watcher
@@ -47,13 +45,7 @@ func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile
 		for _, pb := range d.pending {
 			d.rows = append(d.rows, pb.Rows)
 		}
-		var outs []train.StepOut
-		var err error
-		if d.dp != nil {
-			outs, err = d.dp.stepN(d.lrs, d.rows)
-		} else {
-			outs, err = d.stepper.StepRowsN(st, d.lrs, d.mean, d.std, d.devData, d.rows)
-		}
+		outs, err := d.runner.StepN(st, d.lrs, d.rows)
 		if err != nil {
 			return t, err
 		}
@@ -67,10 +59,8 @@ func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile
 	var out train.StepOut
 	var err error
 	switch {
-	case d.dp != nil:
-		out, err = d.dp.step(lr, b.Rows)
-	case d.devData != nil:
-		out, err = d.stepper.StepRows(st, lr, d.mean, d.std, d.devData, b.Rows)
+	case d.runner != nil:
+		out, err = d.runner.Step(st, lr, b.Rows)
 	default:
 		out, err = d.stepper.Step(st, lr, d.mean, d.std, b.X, b.Y)
 	}

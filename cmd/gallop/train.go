@@ -311,41 +311,40 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	// On a GPU the whole dataset goes to the device once and each step
 	// gathers its windows there: only B row ids cross per step. Batches are
 	// staged on the device ahead of the step either way.
-	var devData *train.DeviceData
-	var dp *dataParallel
+	var runner *train.Runner
 	if spec.Kind == "gpu" || cfg.Train.StepsPerCall > 1 {
 		if spec.Kind == "gpu" {
 			lcfg.Backend = backend
 		}
+		n := max(1, len(spec.IDs))
+		switch {
+		case cfg.Train.Accumulate != 1 && n > 1:
+			return res, fmt.Errorf("train: several GPUs with gradient accumulation are not supported yet")
+		case n > 1 && cfg.Train.OnNonFinite == "rollback":
+			return res, fmt.Errorf("train: --on-nonfinite rollback is not supported on several GPUs yet")
+		case cfg.Train.BatchSize%n != 0:
+			return res, fmt.Errorf("train: batch size %d does not split over %d GPUs", cfg.Train.BatchSize, n)
+		}
 		if cfg.Train.Accumulate == 1 {
-			feats, labels, offs, err := win.Flat()
+			// Several GPUs: each holds the dataset and a replica of the
+			// state; the batch's rows are split over them per step.
+			po, err := train.ParseParallelOptions(cfg.Train.DPStrategy, cfg.Train.DPReduce)
 			if err != nil {
 				return res, err
 			}
-			if n := len(spec.IDs); n > 1 {
-				// Several GPUs: each holds the dataset and a replica of the
-				// state; the batch's rows are split over them per step.
-				if cfg.Train.OnNonFinite == "rollback" {
-					return res, fmt.Errorf("train: --on-nonfinite rollback is not supported on several GPUs yet")
-				}
-				if cfg.Train.BatchSize%n != 0 {
-					return res, fmt.Errorf("train: batch size %d does not split over %d GPUs", cfg.Train.BatchSize, n)
-				}
-				po, err := train.ParseParallelOptions(cfg.Train.DPStrategy, cfg.Train.DPReduce)
-				if err != nil {
-					return res, err
-				}
-				po.BucketBytes = int64(cfg.Train.DPBucketMB * 1e6)
-				if dp, err = newDataParallel(stepper, st, feats, labels, win, n, mean, std, norm, po); err != nil {
-					return res, err
-				}
+			po.BucketBytes = int64(cfg.Train.DPBucketMB * 1e6)
+			if runner, err = train.NewRunner(stepper, st, win, norm, n, po); err != nil {
+				return res, err
+			}
+			lcfg = runner.LoaderConfig(lcfg)
+			if n > 1 {
 				how := cfg.Train.DPStrategy
 				if po.Strategy == train.Replicas {
 					how += fmt.Sprintf(", %s all-reduce in %g MB buckets", cfg.Train.DPReduce, cfg.Train.DPBucketMB)
 				}
 				if rec != nil {
 					// What the step has to hide: the gradient all-reduce alone.
-					pr, err := dp.p.ProbeAllReduce(20)
+					pr, err := runner.Parallel().ProbeAllReduce(20)
 					if err != nil {
 						return res, err
 					}
@@ -354,14 +353,9 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 						float64(pr.Bytes)/1e6, pr.Collective.Round(time.Microsecond), pr.Call.Round(time.Microsecond))
 				}
 				fmt.Fprintf(out, "parallel %d GPUs, %s\n", n, how)
-				lcfg.Backend = nil // rows are split on the host, then copied per device
-			} else if devData, err = stepper.NewDeviceData(feats, labels, win.F, win.W); err != nil {
-				return res, err
 			}
-			lcfg.RowOffsets = offs
-			fmt.Fprintf(out, "data     resident on %d device(s): %d rows × %d features (%.0f MB each)\n", max(1, len(spec.IDs)), len(labels), win.F, float64(len(feats))*4/1e6)
-		} else if len(spec.IDs) > 1 {
-			return res, fmt.Errorf("train: several GPUs with gradient accumulation are not supported yet")
+			rows, f := runner.Resident()
+			fmt.Fprintf(out, "data     resident on %d device(s): %d rows × %d features (%.0f MB each)\n", n, rows, f, float64(rows*f)*4/1e6)
 		}
 	}
 	if rec != nil || opt.dataDelay > 0 {
@@ -417,7 +411,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	// With steps_per_call K > 1, K batches are gathered and run as one
 	// call (StepRowsN); the profiler sees one step per call.
 	K := int64(cfg.Train.StepsPerCall)
-	disp := &dispatcher{stepper: stepper, dp: dp, devData: devData, mean: mean, std: std,
+	disp := &dispatcher{stepper: stepper, runner: runner, mean: mean, std: std,
 		loader: loader, watcher: watcher, rec: rec, perCall: cfg.Train.StepsPerCall}
 	trainStart := time.Now()
 	for step := int64(0); step < int64(cfg.Train.Steps); step++ {

@@ -1,7 +1,8 @@
 // Command train is a training loop a researcher owns, built from gallop's
 // blocks: the embedded market, windowed batches, a compiled step with Adam,
 // a one-cycle schedule, the asynchronous NaN guard and a validation pass.
-// The same code runs on a GPU with -device gpu.
+// The same code runs on a GPU with -device gpu, and data parallel on
+// several with -device gpu:0,1.
 package main
 
 import (
@@ -23,15 +24,12 @@ import (
 )
 
 func main() {
-	dev := flag.String("device", "cpu", "cpu, gpu or gpu:0")
+	dev := flag.String("device", "cpu", "cpu, gpu, gpu:1 or gpu:0,1 (data parallel)")
 	steps := flag.Int("steps", 1500, "optimizer steps")
 	flag.Parse()
 	ctx := context.Background()
 	spec, err := device.Parse(*dev)
 	check(err)
-	if len(spec.IDs) > 1 {
-		log.Fatal("this loop runs on one device; gallop train --device gpu:0,1 trains data parallel")
-	}
 
 	// Data: simulated events → book → features → labels, split by time.
 	simCfg := sim.DefaultConfig()
@@ -53,9 +51,12 @@ func main() {
 	stepper := train.NewStepper(backend, m, train.DefaultOptimizer())
 	state := stepper.NewState(1)
 	sched := train.OneCycle{Max: 2e-3, Total: int64(*steps)}
+	// The dataset goes to each device once; a step gets only row ids.
+	runner, err := train.NewRunner(stepper, state, win, norm, max(1, len(spec.IDs)), train.ParallelOptions{})
+	check(err)
 
 	loader, err := batch.NewLoader(ctx, win, split.Train, batch.NewSampler(len(split.Train), 1, true),
-		batch.LoaderConfig{BatchSize: 256, Prefetch: 4})
+		runner.LoaderConfig(batch.LoaderConfig{BatchSize: 256, Prefetch: 4}))
 	check(err)
 	defer loader.Close()
 	watch := guard.NewWatcher(guard.Config{Lag: 4, BatchSize: 256, OnValue: func(v guard.Value) {
@@ -68,7 +69,7 @@ func main() {
 	for step := int64(0); step < int64(*steps); step++ {
 		b, err := loader.Next(ctx)
 		check(err)
-		out, err := stepper.Step(state, sched.LR(step), mean, std, b.X, b.Y)
+		out, err := runner.Step(state, sched.LR(step), b.Rows)
 		check(err)
 		watch.Observe(out, b.Index)
 		loader.Release(b)

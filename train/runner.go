@@ -1,0 +1,145 @@
+package train
+
+import (
+	"fmt"
+
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/gallop-dev/gallop/batch"
+)
+
+// Runner runs a Stepper's fused step over a dataset resident on the first
+// n devices of its backend: on one device through StepRows and StepRowsN,
+// on several data parallel through Parallel. A loop written against it is
+// the same for any n: batches of row ids from a loader configured with
+// LoaderConfig, then Step (or StepN) for each.
+type Runner struct {
+	s         *Stepper
+	st        *State // replica 0 when n > 1
+	n         int
+	rows, f   int // the resident dataset's rows and features
+	offs      []int32
+	data      *DeviceData // n == 1
+	p         *Parallel   // n > 1
+	mean, std []*tensors.Tensor
+	host      []int32
+}
+
+// NewRunner copies w's samples (Windows.Flat) and the normalisation to
+// each of n devices of s's backend and returns a Runner that trains st on
+// them; with n > 1, o chooses the data-parallel strategy, and st becomes
+// replica 0 (see Parallel).
+func NewRunner(s *Stepper, st *State, w *batch.Windows, norm batch.Normalizer, n int, o ParallelOptions) (*Runner, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("train: runner over %d devices", n)
+	}
+	if s.accum != 1 {
+		return nil, fmt.Errorf("train: a Runner does not support gradient accumulation yet; step host batches with Stepper.Step")
+	}
+	feats, labels, offs, err := w.Flat()
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{s: s, st: st, n: n, rows: len(labels), f: w.F, offs: offs}
+	for d := range n {
+		m := tensors.FromFlatDataAndDimensions(norm.Mean, len(norm.Mean))
+		sd := tensors.FromFlatDataAndDimensions(norm.Std, len(norm.Std))
+		for _, t := range []*tensors.Tensor{m, sd} {
+			if err := t.MaterializeOnDevice(s.backend, false, deviceNum(d)); err != nil {
+				return nil, fmt.Errorf("train: normalisation to device %d: %w", d, err)
+			}
+		}
+		r.mean, r.std = append(r.mean, m), append(r.std, sd)
+	}
+	if n == 1 {
+		r.data, err = s.NewDeviceData(feats, labels, w.F, w.W)
+	} else {
+		r.p, err = NewParallel(s, st, feats, labels, w.F, w.W, n, o)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Devices is the number of devices the Runner trains on.
+func (r *Runner) Devices() int { return r.n }
+
+// Resident returns the rows and features of the dataset on each device.
+func (r *Runner) Resident() (rows, features int) { return r.rows, r.f }
+
+// Parallel is the data-parallel step when the Runner has several devices,
+// else nil.
+func (r *Runner) Parallel() *Parallel { return r.p }
+
+// LoaderConfig returns cfg set to hand out each sample's global row
+// (Batch.Rows) for this Runner's resident dataset. With one device, rows
+// are staged on it when cfg.Backend is set (on a GPU); with several they
+// are split over the devices on the host, so the loader stages nothing.
+func (r *Runner) LoaderConfig(cfg batch.LoaderConfig) batch.LoaderConfig {
+	cfg.RowOffsets = r.offs
+	if r.n > 1 {
+		cfg.Backend = nil
+	}
+	return cfg
+}
+
+// Step runs one optimizer step of st at learning rate lr on the samples
+// whose global rows are rows (int32 [B], Batch.Rows; B a multiple of
+// Devices). With several devices st must be the State the Runner was made
+// with (a State restored from a checkpoint needs a new Runner).
+func (r *Runner) Step(st *State, lr float64, rows *tensors.Tensor) (StepOut, error) {
+	if r.p == nil {
+		return r.s.StepRows(st, lr, r.mean[0], r.std[0], r.data, rows)
+	}
+	if err := r.check(st); err != nil {
+		return StepOut{}, err
+	}
+	shards, err := r.split(rows)
+	if err != nil {
+		return StepOut{}, err
+	}
+	return r.p.Step(lr, r.mean, r.std, shards)
+}
+
+// StepN runs len(lrs) steps of st in one call of one compiled graph, step
+// i at lrs[i] on rows[i] (see Stepper.StepRowsN and Parallel.StepN).
+func (r *Runner) StepN(st *State, lrs []float64, rows []*tensors.Tensor) ([]StepOut, error) {
+	if r.p == nil {
+		return r.s.StepRowsN(st, lrs, r.mean[0], r.std[0], r.data, rows)
+	}
+	if err := r.check(st); err != nil {
+		return nil, err
+	}
+	shards := make([][]*tensors.Tensor, len(rows))
+	for i, rs := range rows {
+		var err error
+		if shards[i], err = r.split(rs); err != nil {
+			return nil, err
+		}
+	}
+	return r.p.StepN(lrs, r.mean, r.std, shards)
+}
+
+// check refuses, on several devices, a State other than replica 0.
+func (r *Runner) check(st *State) error {
+	if st != r.st {
+		return fmt.Errorf("train: a data-parallel Runner steps the State it was made with; make a new Runner for another (e.g. one restored from a checkpoint)")
+	}
+	return nil
+}
+
+// split splits rows (int32 [B]) into Devices equal shards, one per device.
+func (r *Runner) split(rows *tensors.Tensor) ([]*tensors.Tensor, error) {
+	r.host = r.host[:0]
+	tensors.MustConstFlatData(rows, func(v []int32) { r.host = append(r.host, v...) })
+	if len(r.host)%r.n != 0 {
+		return nil, fmt.Errorf("train: a batch of %d rows does not split over %d devices", len(r.host), r.n)
+	}
+	per := len(r.host) / r.n
+	shards := make([]*tensors.Tensor, r.n)
+	for d := range shards {
+		shards[d] = tensors.FromFlatDataAndDimensions(r.host[d*per:(d+1)*per], per)
+	}
+	return shards, nil
+}
