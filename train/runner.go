@@ -30,8 +30,8 @@ type Runner struct {
 // them; with n > 1, o chooses the data-parallel strategy, and st becomes
 // replica 0 (see Parallel).
 func NewRunner(s *Stepper, st *State, w *batch.Windows, norm batch.Normalizer, n int, o ParallelOptions) (*Runner, error) {
-	if n < 1 {
-		return nil, fmt.Errorf("train: runner over %d devices", n)
+	if got := s.backend.NumDevices(); n < 1 || n > got {
+		return nil, fmt.Errorf("train: a runner over %d devices, but the backend has %d", n, got)
 	}
 	if s.accum != 1 {
 		return nil, fmt.Errorf("train: a Runner does not support gradient accumulation yet; step host batches with Stepper.Step")

@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/gomlx/gomlx/core/tensors"
@@ -94,8 +95,9 @@ func TestRunnerEqualsHostSteps(t *testing.T) {
 			}
 		}
 	}
-	if _, err := NewRunner(NewStepper(be, f.m, DefaultOptimizer()), NewStepper(be, f.m, DefaultOptimizer()).NewState(1), f.w, norm, 2, ParallelOptions{}); err == nil {
-		t.Error("a runner over 2 devices on a 1-device backend: no error")
+	two := NewStepper(be, f.m, DefaultOptimizer())
+	if _, err := NewRunner(two, two.NewState(1), f.w, norm, 2, ParallelOptions{}); err == nil || !strings.Contains(err.Error(), "2 devices, but the backend has 1") {
+		t.Errorf("a runner over 2 devices on a 1-device backend: %v", err)
 	}
 	acc := NewStepper(be, f.m, DefaultOptimizer()).WithAccumulation(2)
 	if _, err := NewRunner(acc, acc.NewState(1), f.w, norm, 1, ParallelOptions{}); err == nil {
