@@ -32,7 +32,7 @@ TF32 in cuDNN convolutions and RNNs but not in cuBLAS matmuls). This script
 does not touch the TF32 flags (torch's legacy/new flag APIs must not be
 mixed).
 
-usage: python3 bench/gpu/baselines_seq.py --model deeplob|gru --batch 64 --steps 200
+usage: python3 bench/gpu/baselines_seq.py --model deeplob|gru|transformer --batch 64 --steps 200
        [--only eager,compile,bf16-autocast,jax] [--device cuda]
 """
 import argparse, os, statistics, sys, time
@@ -43,7 +43,7 @@ from timing import time_calls, torch_step
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 p = argparse.ArgumentParser()
-p.add_argument("--model", default="deeplob", choices=["deeplob", "gru"])
+p.add_argument("--model", default="deeplob", choices=["deeplob", "gru", "transformer"])
 p.add_argument("--batch", type=int, default=64)
 p.add_argument("--steps", type=int, default=200)
 p.add_argument("--window", type=int, default=100, help="events per window (T)")
@@ -54,7 +54,8 @@ p.add_argument("--only", default="", help="comma list: eager,compile,bf16-autoca
 a = p.parse_args()
 B, T, K = a.batch, a.window, 3
 C, I, H = 32, 64, 64  # DeepLOB defaults: Conv, Inception, LSTM hidden
-FG, HG = (a.features, a.hidden)  # GRU
+FG, HG = (a.features, a.hidden)  # GRU and transformer: input features; GRU hidden size
+D, L, NH, FF = 64, 2, 4, 256     # transformer defaults (model.TransformerConfig)
 only = [s for s in a.only.split(",") if s]
 
 # DeepLOB convolutions in gallop's Params order: (name, kh, kw, in, out).
@@ -71,6 +72,9 @@ CONVS = [("conv1a", 1, 2, 1, C), ("conv1b", 4, 1, C, C), ("conv1c", 4, 1, C, C),
 def gallop_params():
     if a.model == "gru":
         return FG * 3 * HG + HG * 3 * HG + 2 * 3 * HG + HG * K + K
+    if a.model == "transformer":
+        block = 2 * D + D * 3 * D + 3 * D + D * D + D + 2 * D + D * FF + FF + FF * D + D
+        return FG * D + D + T * D + L * block + 2 * D + D * K + K
     convs = sum(kh * kw * ci * co + co for _, kh, kw, ci, co in CONVS)
     return convs + 3 * I * 4 * H + H * 4 * H + 4 * H + H * K + K
 
@@ -78,6 +82,8 @@ def fwd_macs_per_sample():
     """Multiply-adds of one forward pass (convs, recurrent matmuls, dense)."""
     if a.model == "gru":
         return T * (FG + HG) * 3 * HG + HG * K
+    if a.model == "transformer":  # projections, attention scores and mixing, MLP
+        return T * FG * D + L * (T * (3 * D * D + D * D + 2 * D * FF) + 2 * T * T * D) + D * K
     macs, width = 0, 40
     for _, kh, kw, ci, co in CONVS:
         if kw > 1:
@@ -85,7 +91,7 @@ def fwd_macs_per_sample():
         macs += T * width * kh * kw * ci * co
     return macs + T * (3 * I + H) * 4 * H + H * K
 
-LABEL = "deeplob" if a.model == "deeplob" else f"gru{HG}-f{FG}"
+LABEL = {"deeplob": "deeplob", "gru": f"gru{HG}-f{FG}", "transformer": f"transf{D}x{L}-f{FG}"}[a.model]
 flops = 3 * 2 * B * fwd_macs_per_sample()  # forward + backward ~ 3 x forward
 
 def report(name, times, compile_s):
@@ -158,7 +164,35 @@ def torch_models():
             _, hn = self.gru(x)
             return self.out(hn[0])
 
-    return torch, DeepLOB if a.model == "deeplob" else GRUNet
+    class TransformerNet(nn.Module):
+        # gallop's model.Transformer: input projection and learned position
+        # embeddings, pre-LN blocks (causal attention with a fused QKV
+        # projection, exact GELU MLP), final layer norm, logits of the last
+        # position.
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(FG, D)
+            self.pos = nn.Parameter(torch.randn(T, D) * 0.02)
+            self.blocks = nn.ModuleList([nn.ModuleDict({
+                "ln1": nn.LayerNorm(D), "qkv": nn.Linear(D, 3 * D), "o": nn.Linear(D, D),
+                "ln2": nn.LayerNorm(D), "w1": nn.Linear(D, FF), "w2": nn.Linear(FF, D)}) for _ in range(L)])
+            self.lnf = nn.LayerNorm(D)
+            self.out = nn.Linear(D, K)
+            self.register_buffer("masked", torch.triu(torch.ones(T, T, dtype=torch.bool), 1))
+
+        def forward(self, x):                                 # [B, T, F]
+            b, dh = x.shape[0], D // NH
+            h = self.inp(x) + self.pos
+            for blk in self.blocks:
+                q, k, v = blk["qkv"](blk["ln1"](h)).split(D, -1)
+                q, k, v = (t.reshape(b, T, NH, dh).transpose(1, 2) for t in (q, k, v))
+                s = (q @ k.transpose(-1, -2)) / dh ** 0.5
+                att = torch.softmax(s.masked_fill(self.masked, -1e9), -1) @ v
+                h = h + blk["o"](att.transpose(1, 2).reshape(b, T, D))
+                h = h + blk["w2"](Fn.gelu(blk["w1"](blk["ln2"](h))))
+            return self.out(self.lnf(h[:, -1]))
+
+    return torch, {"deeplob": DeepLOB, "gru": GRUNet, "transformer": TransformerNet}[a.model]
 
 shown = []  # torch params printed once
 
@@ -310,8 +344,8 @@ def jax_run():
 # ---------------------------------------------------------------- main
 runs = [(mode, lambda mode=mode: torch_run(mode))
         for mode in ("eager", "compile", "bf16-autocast") if not only or mode in only]
-if a.device == "cuda" and (not only or "jax" in only):
-    runs.append(("jax", jax_run))
+if a.device == "cuda" and (not only or "jax" in only) and a.model != "transformer":
+    runs.append(("jax", jax_run))  # (no JAX transformer written)
 for name, fn in runs:
     try:
         fn()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DeepLOB and GRU-64 train steps: gallop (GPU and CPU, p50 from its profiler)
+# DeepLOB, GRU-64 and transformer train steps: gallop (GPU and CPU, p50 from its profiler)
 # next to PyTorch (eager, compile, bf16 autocast) and JAX jit on the same
 # machine, one call (see BENCHMARKS.md). Needs .dev/gallop:
 #   GOEXPERIMENT=simd go build -ldflags="-s -w" -o .dev/gallop ./cmd/gallop
@@ -23,9 +23,11 @@ if [ "${PART:-all}" != cpu ]; then  # PART=cpu: only the CPU part
 g gpu deeplob-b64 --arch deeplob --batch-size 64 --steps 400
 g gpu deeplob-b256 --arch deeplob --batch-size 256 --steps 300
 g gpu gru64-b256 --arch gru --hidden 64 --batch-size 256 --steps 400
+g gpu transformer-b64 --arch transformer --batch-size 64 --steps 400
 b --model deeplob --batch 64 --steps 200
 b --model deeplob --batch 256 --steps 100
 b --model gru --batch 256 --steps 200
+b --model transformer --features 51 --batch 64 --steps 200
 fi
 # CPU: gallop's Go backend on all cores vs PyTorch CPU (default threads).
 # A small market keeps the final evaluation short (with 200k events the
@@ -33,4 +35,6 @@ fi
 EVENTS=30000 g cpu deeplob-b64 --arch deeplob --batch-size 64 --steps 20
 EVENTS=30000 g cpu gru64-b256 --arch gru --hidden 64 --batch-size 256 --steps 20
 b --model deeplob --batch 64 --steps 20 --device cpu --only eager
+EVENTS=30000 g cpu transformer-b64 --arch transformer --batch-size 64 --steps 20
 b --model gru --batch 256 --steps 20 --device cpu --only eager
+b --model transformer --features 51 --batch 64 --steps 20 --device cpu --only eager
