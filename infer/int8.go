@@ -209,6 +209,11 @@ func (q *qdense) sums(x []float32, xq []byte, acc, outl []int32) (sx float32, ou
 	return sx, outliers
 }
 
+// maxReLU16 returns max(0, src[:n]...) and absMax16 max |src[:n]|, NaN if
+// they hold a NaN; n a multiple of 16 (VNNI CPUs only).
+func maxReLU16(src *float32, n int) float32 { return maxMask16(src, n, 0xffffffff) }
+func absMax16(src *float32, n int) float32  { return maxMask16(src, n, 0x7fffffff) }
+
 // inputMax returns the largest input quantised to the top level: max(0,
 // x...) for a ReLU'd layer, max |x| for a signed one; NaN if x holds a NaN.
 func (q *qdense) inputMax(x []float32) float32 {

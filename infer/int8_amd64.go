@@ -12,13 +12,10 @@ func hasVNNI() bool { return cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X8
 func vnniGemv(acc *int32, x *byte, w *byte, groups, tiles int)
 
 //go:noescape
-func maxReLU16(src *float32, n int) float32
+func maxMask16(src *float32, n int, mask uint32) float32
 
 //go:noescape
 func quantReLU16(dst *byte, src *float32, n int, scale float32)
-
-//go:noescape
-func absMax16(src *float32, n int) float32
 
 //go:noescape
 func quantOff16(dst *byte, src *float32, n int, scale float32)

@@ -60,84 +60,16 @@ group:
 	VZEROUPPER
 	RET
 
-// func maxReLU16(src *float32, n int) float32
+// func maxMask16(src *float32, n int, mask uint32) float32
 //
-// Returns max(0, src[0], ..., src[n-1]), or NaN if src holds a NaN (a sum
-// of the inputs rides along to catch it: VMAXPS drops NaNs); n must be a
-// multiple of 16.
-TEXT ·maxReLU16(SB), NOSPLIT, $0-20
+// Returns max(0, src[0]&mask, ..., src[n-1]&mask) with the floats' bits
+// and-ed with mask (all ones: max(0, x...); 0x7fffffff: max |x|), or NaN
+// if src holds a NaN (a sum of the inputs rides along to catch it:
+// VMAXPS drops NaNs); n must be a multiple of 16.
+TEXT ·maxMask16(SB), NOSPLIT, $0-28
 	MOVQ src+0(FP), SI
 	MOVQ n+8(FP), CX
-	VPXORD Z0, Z0, Z0
-	VPXORD Z3, Z3, Z3
-	SHRQ $4, CX
-	JZ   reduce
-
-loop:
-	VMOVUPS (SI), Z1
-	VMAXPS Z1, Z0, Z0
-	VADDPS Z1, Z3, Z3
-	ADDQ $64, SI
-	DECQ CX
-	JNZ  loop
-
-reduce:
-	VCMPPS $3, Z3, Z3, K1
-	KORTESTW K1, K1
-	JNZ  nan
-	VEXTRACTF32X8 $1, Z0, Y1
-	VMAXPS Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VMAXPS X1, X0, X0
-	VPERMILPS $0x4e, X0, X1
-	VMAXPS X1, X0, X0
-	VPERMILPS $0xb1, X0, X1
-	VMAXPS X1, X0, X0
-	VZEROUPPER
-	MOVSS X0, ret+16(FP)
-	RET
-
-nan:
-	VZEROUPPER
-	MOVL $0x7fc00000, AX
-	MOVL AX, ret+16(FP)
-	RET
-
-// func quantReLU16(dst *byte, src *float32, n int, scale float32)
-//
-// dst[i] = round(max(src[i], 0) * scale) saturated to [0, 255], rounding
-// to nearest even; n must be a multiple of 16.
-TEXT ·quantReLU16(SB), NOSPLIT, $0-28
-	MOVQ dst+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ n+16(FP), CX
-	VBROADCASTSS scale+24(FP), Z1
-	VPXORD Z2, Z2, Z2
-	SHRQ $4, CX
-	JZ   done
-
-loop:
-	VMAXPS (SI), Z2, Z0
-	VMULPS Z1, Z0, Z0
-	VCVTPS2DQ Z0, Z0
-	VPMOVUSDB Z0, (DI)
-	ADDQ $64, SI
-	ADDQ $16, DI
-	DECQ CX
-	JNZ  loop
-
-done:
-	VZEROUPPER
-	RET
-
-// func absMax16(src *float32, n int) float32
-//
-// Returns max |src[i]|, or NaN if src holds a NaN; n must be a multiple of
-// 16.
-TEXT ·absMax16(SB), NOSPLIT, $0-20
-	MOVQ src+0(FP), SI
-	MOVQ n+8(FP), CX
-	MOVL $0x7fffffff, AX
+	MOVL mask+16(FP), AX
 	VPBROADCASTD AX, Z4
 	VPXORD Z0, Z0, Z0
 	VPXORD Z3, Z3, Z3
@@ -166,13 +98,40 @@ reduce:
 	VPERMILPS $0xb1, X0, X1
 	VMAXPS X1, X0, X0
 	VZEROUPPER
-	MOVSS X0, ret+16(FP)
+	MOVSS X0, ret+24(FP)
 	RET
 
 nan:
 	VZEROUPPER
 	MOVL $0x7fc00000, AX
-	MOVL AX, ret+16(FP)
+	MOVL AX, ret+24(FP)
+	RET
+
+// func quantReLU16(dst *byte, src *float32, n int, scale float32)
+//
+// dst[i] = round(max(src[i], 0) * scale) saturated to [0, 255], rounding
+// to nearest even; n must be a multiple of 16.
+TEXT ·quantReLU16(SB), NOSPLIT, $0-28
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS scale+24(FP), Z1
+	VPXORD Z2, Z2, Z2
+	SHRQ $4, CX
+	JZ   done
+
+loop:
+	VMAXPS (SI), Z2, Z0
+	VMULPS Z1, Z0, Z0
+	VCVTPS2DQ Z0, Z0
+	VPMOVUSDB Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $16, DI
+	DECQ CX
+	JNZ  loop
+
+done:
+	VZEROUPPER
 	RET
 
 // func quantOff16(dst *byte, src *float32, n int, scale float32)

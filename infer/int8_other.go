@@ -8,13 +8,11 @@ func vnniGemv(acc *int32, x *byte, w *byte, groups, tiles int) {
 	panic("infer: VNNI kernels not built")
 }
 
-func maxReLU16(src *float32, n int) float32 { panic("infer: VNNI kernels not built") }
+func maxMask16(src *float32, n int, mask uint32) float32 { panic("infer: VNNI kernels not built") }
 
 func quantReLU16(dst *byte, src *float32, n int, scale float32) {
 	panic("infer: VNNI kernels not built")
 }
-
-func absMax16(src *float32, n int) float32 { panic("infer: VNNI kernels not built") }
 
 func quantOff16(dst *byte, src *float32, n int, scale float32) {
 	panic("infer: VNNI kernels not built")
