@@ -138,31 +138,33 @@ func seqBackendSkip(t testing.TB) {
 // backend.
 func gomlxWindows(tb testing.TB, mm model.Model, m *Model, events [][]float32, ends []int) [][]float32 {
 	tb.Helper()
-	seqBackendSkip(tb)
-	be, err := gocpu.New()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer be.Finalize()
 	w, f, b := m.Window, len(m.Features), len(ends)
 	flat := make([]float32, 0, b*w*f)
 	for _, e := range ends {
 		flat = append(flat, window(events, e, w)...)
 	}
-	args := append(gomlxArgs(tb, m), tensors.FromFlatDataAndDimensions(flat, b, w*f))
 	n := len(mm.Params())
-	out, err := graph.CallOnce(be, func(in []*graph.Node) *graph.Node {
+	return gomlxLogits(tb, m, func(in []*graph.Node) *graph.Node {
 		return mm.Forward(in[:n], in[n], in[n+1], in[n+2])
-	}, args...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return splitRows(tensors.MustCopyFlatData[float32](out), len(m.Classes))
+	}, tensors.FromFlatDataAndDimensions(flat, b, w*f))
 }
 
 // gomlxSeq evaluates the model package's ForwardSeq on events as one row
 // with the given segment ids, returning the logits at every position.
 func gomlxSeq(tb testing.TB, mm model.SequenceModel, m *Model, events [][]float32, segments []int32) [][]float32 {
+	tb.Helper()
+	t, f := len(events), len(m.Features)
+	n := len(mm.Params())
+	return gomlxLogits(tb, m, func(in []*graph.Node) *graph.Node {
+		return mm.ForwardSeq(in[:n], in[n], in[n+1], in[n+2], in[n+3])
+	}, tensors.FromFlatDataAndDimensions(slices.Concat(events...), 1, t, f),
+		tensors.FromFlatDataAndDimensions(segments, 1, t))
+}
+
+// gomlxLogits runs fn once on GoMLX's Go backend over m's parameters, mean
+// and std (gomlxArgs), then inputs, and returns its logits one row per
+// sample or position.
+func gomlxLogits(tb testing.TB, m *Model, fn func(in []*graph.Node) *graph.Node, inputs ...*tensors.Tensor) [][]float32 {
 	tb.Helper()
 	seqBackendSkip(tb)
 	be, err := gocpu.New()
@@ -170,14 +172,11 @@ func gomlxSeq(tb testing.TB, mm model.SequenceModel, m *Model, events [][]float3
 		tb.Fatal(err)
 	}
 	defer be.Finalize()
-	t, f := len(events), len(m.Features)
-	flat := slices.Concat(events...)
-	args := append(gomlxArgs(tb, m), tensors.FromFlatDataAndDimensions(flat, 1, t, f),
-		tensors.FromFlatDataAndDimensions(segments, 1, t))
-	n := len(mm.Params())
-	out, err := graph.CallOnce(be, func(in []*graph.Node) *graph.Node {
-		return mm.ForwardSeq(in[:n], in[n], in[n+1], in[n+2], in[n+3])
-	}, args...)
+	args := gomlxArgs(tb, m)
+	for _, t := range inputs {
+		args = append(args, t)
+	}
+	out, err := graph.CallOnce(be, fn, args...)
 	if err != nil {
 		tb.Fatal(err)
 	}
