@@ -43,13 +43,10 @@ func (s *Stepper) seqGraph(in []*Node) []*Node {
 	sm, _ := s.seqModel()
 	ps, ms, vs := in[:n], in[n:2*n], in[2*n:3*n]
 	hyper, amp, mean, std, x, seg, y := in[3*n], in[3*n+1], in[3*n+2], in[3*n+3], in[3*n+4], in[3*n+5], in[3*n+6]
-	loss, grads, lossOK, gradsOK, _, perParam := s.backward(ps, amp, func(cps []*Node, cmean, cstd, cx *Node) *Node {
+	loss, grads, lossOK, gradsOK, gnorm, perParam := s.backward(ps, amp, func(cps []*Node, cmean, cstd, cx *Node) *Node {
 		return maskedCE(ConvertDType(sm.ForwardSeq(cps, cmean, cstd, cx, seg), dtypes.Float32), y)
 	}, mean, std, x)
-	ok := LogicalAnd(lossOK, gradsOK)
-	np, nm, nv, namp, gnorm := s.update(ps, ms, vs, grads, hyper, amp, ok)
-	outs := append(append(append(make([]*Node, 0, 3*n+6), np...), nm...), nv...)
-	return append(outs, namp, loss, gnorm, s.guardFlag(lossOK, gradsOK), perParam, ConvertDType(LogicalNot(ok), dtypes.Float32))
+	return s.applyTail(ps, ms, vs, grads, hyper, amp, loss, lossOK, gradsOK, gnorm, perParam)
 }
 
 // StepSeq runs one optimizer step on a padded or packed sequence batch.

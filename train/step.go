@@ -295,21 +295,11 @@ func (s *Stepper) guardFlag(lossOK, gradsOK *Node) *Node {
 	return ConvertDType(LogicalAnd(lossOK, gradsOK), dtypes.Float32)
 }
 
-// update applies clipping and the optimizer to grads when ok, and advances
-// the loss scale. It returns new params, m, v, the new amp state and the
-// gradient norm.
-func (s *Stepper) update(ps, ms, vs, grads []*Node, hyper, amp, ok *Node) (np, nm, nv []*Node, namp, gnorm *Node) {
+// update applies clipping (by gnorm, the gradients' global norm, see
+// gradStats) and the optimizer to grads when ok, and advances the loss
+// scale. It returns new params, m, v and the new amp state.
+func (s *Stepper) update(ps, ms, vs, grads []*Node, gnorm, hyper, amp, ok *Node) (np, nm, nv []*Node, namp *Node) {
 	g := hyper.Graph()
-	var sq *Node
-	for _, gr := range grads {
-		t := ReduceAllSum(Square(gr))
-		if sq == nil {
-			sq = t
-		} else {
-			sq = Add(sq, t)
-		}
-	}
-	gnorm = Sqrt(sq)
 	scale := Const(g, float32(1))
 	if s.opt.ClipNorm > 0 {
 		scale = Min(scale, Div(Const(g, float32(s.opt.ClipNorm)), Add(gnorm, Const(g, float32(1e-6)))))
@@ -354,7 +344,7 @@ func (s *Stepper) update(ps, ms, vs, grads []*Node, hyper, amp, ok *Node) (np, n
 		newGood := Where(ok, Where(grow, ZerosLike(good), good1), ZerosLike(good))
 		namp = Concatenate([]*Node{Reshape(newScale, 1), Reshape(newGood, 1)}, 0)
 	}
-	return np, nm, nv, namp, gnorm
+	return np, nm, nv, namp
 }
 
 // fusedGraph inputs: params, m, v (n each), hyper [3] = (lr, 1-β1^t,
@@ -373,7 +363,7 @@ func (s *Stepper) fusedGraph(in []*Node) []*Node {
 func (s *Stepper) applyTail(ps, ms, vs, grads []*Node, hyper, amp, loss, lossOK, gradsOK, gnorm, perParam *Node) []*Node {
 	n := s.nParams
 	ok := LogicalAnd(lossOK, gradsOK)
-	np, nm, nv, namp, _ := s.update(ps, ms, vs, grads, hyper, amp, ok)
+	np, nm, nv, namp := s.update(ps, ms, vs, grads, gnorm, hyper, amp, ok)
 	outs := append(append(append(make([]*Node, 0, 3*n+6), np...), nm...), nv...)
 	return append(outs, namp, loss, gnorm, s.guardFlag(lossOK, gradsOK), perParam, ConvertDType(LogicalNot(ok), dtypes.Float32))
 }
@@ -406,7 +396,8 @@ func (s *Stepper) applyGraph(in []*Node) []*Node {
 		grads[i] = MulScalar(acc[i], 1/float32(s.accum))
 	}
 	ok := GreaterOrEqual(accOK, ScalarOne(accOK.Graph(), dtypes.Float32))
-	np, nm, nv, namp, gnorm := s.update(ps, ms, vs, grads, hyper, amp, ok)
+	_, gnorm, _ := gradStats(grads)
+	np, nm, nv, namp := s.update(ps, ms, vs, grads, gnorm, hyper, amp, ok)
 	outs := append(append(append(make([]*Node, 0, 4*n+4), np...), nm...), nv...)
 	for i := range acc {
 		outs = append(outs, ZerosLike(acc[i]))
