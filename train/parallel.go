@@ -215,32 +215,48 @@ func (p *Parallel) StepN(lrs []float64, mean, std []*tensors.Tensor, rows [][]*t
 		exec = p.compileSteps(k)
 		p.execN[k] = exec
 	}
-	st0 := p.reps[0]
 	start := time.Now()
-	args := make([]any, 0, p.n*(3*s.nParams+6+k))
-	for d, st := range p.reps {
-		devArgs, err := s.stateArgsWith(st, s.hyperN(st, lrs), deviceNum(d), 4+k)
-		if err != nil {
-			return nil, err
-		}
-		args = append(append(args, devArgs...), mean[d], std[d], p.data[d].Features, p.data[d].Labels)
+	outs, err := p.call(exec, func(st *State) *tensors.Tensor { return s.hyperN(st, lrs) }, func(d int) []any {
+		tail := []any{mean[d], std[d], p.data[d].Features, p.data[d].Labels}
 		for i := range rows {
-			args = append(args, rows[i][d])
+			tail = append(tail, rows[i][d])
 		}
-	}
-	outs, err := exec.Call(args...)
+		return tail
+	})
 	if err != nil {
-		return nil, fmt.Errorf("train: data-parallel steps %d-%d: %w", st0.Step, st0.Step+int64(k)-1, err)
+		return nil, fmt.Errorf("train: data-parallel steps %d-%d: %w", p.reps[0].Step, p.reps[0].Step+int64(k)-1, err)
 	}
-	nout := len(outs) / p.n
 	var res []StepOut
 	for d, st := range p.reps {
-		o := s.unpackN(st, outs[d*nout:(d+1)*nout], lrs, start)
-		if d == 0 {
+		if o := s.unpackN(st, outs[d], lrs, start); d == 0 {
 			res = o
 		}
 	}
 	return res, nil
+}
+
+// call donates every replica's state and calls exec with, for each device
+// d, that state, hyper of it and tail(d); it returns each device's outputs.
+func (p *Parallel) call(exec *Exec, hyper func(*State) *tensors.Tensor, tail func(d int) []any) ([][]*tensors.Tensor, error) {
+	var args []any
+	for d, st := range p.reps {
+		t := tail(d)
+		devArgs, err := p.s.stateArgsWith(st, hyper(st), deviceNum(d), len(t))
+		if err != nil {
+			return nil, err
+		}
+		args = append(append(args, devArgs...), t...)
+	}
+	outs, err := exec.Call(args...)
+	if err != nil {
+		return nil, err
+	}
+	nout := len(outs) / p.n
+	per := make([][]*tensors.Tensor, p.n)
+	for d := range per {
+		per[d] = outs[d*nout : (d+1)*nout]
+	}
+	return per, nil
 }
 
 // replicasGraph is rowsGraph on one device's rows with the gradients and
@@ -389,25 +405,16 @@ func (p *Parallel) Devices() int { return p.n }
 // (the loss and flags are the global batch's, identical on every device).
 func (p *Parallel) Step(lr float64, mean, std []*tensors.Tensor, rows []*tensors.Tensor) (StepOut, error) {
 	s := p.s
-	st0 := p.reps[0]
 	start := time.Now()
-	args := make([]any, 0, p.n*(3*s.nParams+7))
-	for d, st := range p.reps {
-		devArgs, err := s.stateArgs(st, lr, deviceNum(d), 5)
-		if err != nil {
-			return StepOut{}, err
-		}
-		args = append(append(args, devArgs...), mean[d], std[d], p.data[d].Features, p.data[d].Labels, rows[d])
-	}
-	outs, err := p.exec.Call(args...)
+	outs, err := p.call(p.exec, func(st *State) *tensors.Tensor { return s.hyper(st, lr) }, func(d int) []any {
+		return []any{mean[d], std[d], p.data[d].Features, p.data[d].Labels, rows[d]}
+	})
 	if err != nil {
-		return StepOut{}, fmt.Errorf("train: data-parallel step %d: %w", st0.Step, err)
+		return StepOut{}, fmt.Errorf("train: data-parallel step %d: %w", p.reps[0].Step, err)
 	}
-	nout := len(outs) / p.n
 	var out StepOut
 	for d, st := range p.reps {
-		o := s.unpack(st, outs[d*nout:(d+1)*nout], lr, start)
-		if d == 0 {
+		if o := s.unpack(st, outs[d], lr, start); d == 0 {
 			out = o
 		}
 	}
