@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gallop-dev/gallop/internal/procfile"
 )
 
 func TestParse(t *testing.T) {
@@ -61,21 +63,11 @@ func TestOpenCPU(t *testing.T) {
 	}
 }
 
-func TestCPUVendor(t *testing.T) {
-	intel := []byte("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel name\t: Intel(R) Xeon(R) Processor\n")
-	amd := []byte("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n")
-	arm := []byte("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n")
-	for _, c := range []struct {
-		in   []byte
-		want string
-	}{{intel, "GenuineIntel"}, {amd, "AuthenticAMD"}, {arm, ""}, {nil, ""}} {
-		if got := cpuVendor(c.in); got != c.want {
-			t.Errorf("cpuVendor(%q) = %q, want %q", c.in, got, c.want)
-		}
-	}
-	// This machine: the answer follows from the build and the vendor.
+// TestSIMDPenalty: the answer follows from the build and this machine's
+// CPU vendor.
+func TestSIMDPenalty(t *testing.T) {
 	b, _ := os.ReadFile("/proc/cpuinfo")
-	if want := simdBuild && cpuVendor(b) == "GenuineIntel"; SIMDPenalty() != want {
+	if want := simdBuild && procfile.Field(b, "vendor_id") == "GenuineIntel"; SIMDPenalty() != want {
 		t.Errorf("SIMDPenalty() = %v, want %v", SIMDPenalty(), want)
 	}
 }

@@ -1,8 +1,9 @@
 package device
 
 import (
-	"bytes"
 	"os"
+
+	"github.com/gallop-dev/gallop/internal/procfile"
 )
 
 // SIMDPenalty reports whether this binary's CPU kernels are known to run
@@ -19,16 +20,5 @@ func SIMDPenalty() bool {
 		return false
 	}
 	b, err := os.ReadFile("/proc/cpuinfo")
-	return err == nil && cpuVendor(b) == "GenuineIntel"
-}
-
-// cpuVendor returns the vendor_id field of /proc/cpuinfo's text, or "".
-func cpuVendor(cpuinfo []byte) string {
-	for line := range bytes.Lines(cpuinfo) {
-		k, v, ok := bytes.Cut(line, []byte(":"))
-		if ok && string(bytes.TrimSpace(k)) == "vendor_id" {
-			return string(bytes.TrimSpace(v))
-		}
-	}
-	return ""
+	return err == nil && procfile.Field(b, "vendor_id") == "GenuineIntel"
 }

@@ -1,8 +1,6 @@
 package manifest
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -11,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gallop-dev/gallop/internal/procfile"
 )
 
 // EnvAllowList lists the environment variables recorded in Manifest.Env: the
@@ -163,28 +163,15 @@ func collectHost() Host {
 		h.Kernel = strings.TrimSpace(string(b))
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		h.CPUModel = procField(b, "model name")
+		h.CPUModel = procfile.Field(b, "model name")
 		if h.CPUModel == "" { // arm64 kernels
-			h.CPUModel = procField(b, "Hardware")
+			h.CPUModel = procfile.Field(b, "Hardware")
 		}
 	}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		h.MemTotalBytes = parseMemTotal(procField(b, "MemTotal"))
+		h.MemTotalBytes = parseMemTotal(procfile.Field(b, "MemTotal"))
 	}
 	return h
-}
-
-// procField returns the value of the first "key : value" line of a /proc
-// file whose key is key.
-func procField(b []byte, key string) string {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
 }
 
 // parseMemTotal parses a /proc/meminfo value such as "24684100 kB" into
