@@ -34,6 +34,7 @@ import (
 	"github.com/gallop-dev/gallop/data/feature"
 	"github.com/gallop-dev/gallop/data/sim"
 	"github.com/gallop-dev/gallop/infer"
+	"github.com/gallop-dev/gallop/internal/procfile"
 	"github.com/gallop-dev/gallop/model"
 	"github.com/gallop-dev/gallop/train"
 )
@@ -436,12 +437,9 @@ func gomlxLatency(m *infer.Model, window func(int) []float32, n int) (latency, e
 }
 
 func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				return strings.TrimSpace(v)
-			}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		if m := procfile.Field(b, "model name"); m != "" {
+			return m
 		}
 	}
 	return runtime.GOARCH
