@@ -9,19 +9,7 @@ nvidia-smi --query-gpu=name --format=csv,noheader
 N=$(nvidia-smi -L | wc -l)
 ids=$(seq -s, 0 $((N-1)))
 g() { name=$1; shift; ./.dev/gallop train --quiet --events 300000 --eval-every 0 --checkpoint-every 0 --runs-dir "$OUT/$name" "$@" 2>&1 | grep -E "resident|time |gallop:|accuracy"; r=$(ls -td "$OUT/$name"/*/ | head -1); ./.dev/gallop profile "$r" | grep -E "step time"; }
-cmp() { python3 - "$1" "$2" <<'PY'
-import json,sys,glob
-def losses(d):
-    f=glob.glob(d+"/*/metrics.jsonl")[0]; out={}
-    for l in open(f):
-        m=json.loads(l)
-        if m.get("split")=="train": out[m["step"]]=m["loss"]
-    return out
-a,b=losses(sys.argv[1]),losses(sys.argv[2])
-d=[abs(a[k]-b[k]) for k in a if k in b]
-print(f"loss curves 1 vs N GPUs: {len(d)} steps, max |Δ| {max(d):.3g}, mean |Δ| {sum(d)/len(d):.3g}, first-step Δ {d[0]:.3g}")
-PY
-}
+cmp() { python3 bench/gpu/losscmp.py "$@"; }
 M="--window 10 --hidden 128,64"
 B="--window 20 --hidden 4096,4096,4096,4096"
 echo "== small MLP, global batch 4096: 1 vs $N GPUs"; g s1 --device gpu:0 $M --batch-size 4096 --steps 1500; g sN --device gpu:$ids $M --batch-size 4096 --steps 1500; cmp $OUT/s1 $OUT/sN

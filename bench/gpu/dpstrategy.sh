@@ -22,20 +22,7 @@ run() { # name devices args...
   echo "$name: $(./.dev/gallop profile "$r" | grep -oE "p50 [0-9.]+ [µm]s" | head -1) $(grep -oE "alone: .*" "$OUT/$name.log")"
   ./.dev/gallop profile "$r" | grep -E "^collective|comm-bound" | sed 's/^/    /'
 }
-cmp() { python3 - "$@" <<'PY'
-import json,sys,glob
-def losses(d):
-    out={}
-    for l in open(glob.glob(d+"/*/metrics.jsonl")[0]):
-        m=json.loads(l)
-        if m.get("split")=="train": out[m["step"]]=m["loss"]
-    return out
-a=losses(sys.argv[1])
-for d in sys.argv[2:]:
-    b=losses(d); x=[abs(a[k]-b[k]) for k in sorted(a) if k in b]
-    print(f"  loss {sys.argv[1].split('/')[-1]} vs {d.split('/')[-1]}: {len(x)} logged steps, first Δ {x[0]:.3g}, mean |Δ| {sum(x)/len(x):.3g}, max |Δ| {max(x):.3g}")
-PY
-}
+cmp() { python3 bench/gpu/losscmp.py "$@"; }
 D="--arch deeplob --window 100 --steps 200"
 M="--window 20 --hidden 4096,4096,4096,4096 --steps 300"
 # Variants at N GPUs: name=flags (the buckets matter for the MLP only: its
