@@ -175,11 +175,7 @@ func (m *MLP) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node {
 		h = gatherColumns(h, m.Index)
 	}
 	i32 := dtypes.Int32
-	bt := func(n *Node, axis int) *Node { return BroadcastToDims(ExpandAxes(n, axis), b, t, t) }
-	// The index of each position within its sequence: how many positions
-	// up to it carry its id.
-	same := LogicalAnd(Equal(bt(segments, 2), bt(segments, 1)), BroadcastToDims(ExpandAxes(LowerTriangular(g, t), 0), b, t, t))
-	pos := AddScalar(ReduceSum(ConvertDType(same, i32), -1), -1)
+	_, pos := causalSegments(segments)
 	// rank: the position's rank among its row's events; at[r] the position
 	// of the row's r-th event.
 	event := ConvertDType(NotEqual(segments, ZerosLike(segments)), i32)
@@ -197,6 +193,20 @@ func (m *MLP) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node {
 	n := m.W * m.inputs()
 	out := m.dense(params, Reshape(Concatenate(rows, -1), b*t, n))
 	return Reshape(out, b, t, m.Layers[len(m.Layers)-1])
+}
+
+// causalSegments returns, for segments [B, T] (see SequenceModel), mask
+// [B, T, T]: position k is position q or an earlier one with q's id; and
+// pos [B, T] int32: each position's index within its sequence (how many
+// positions up to it carry its id, minus one).
+func causalSegments(segments *Node) (mask, pos *Node) {
+	d := segments.Shape().Dimensions
+	b, t := d[0], d[1]
+	bt := func(n *Node, axis int) *Node { return BroadcastToDims(ExpandAxes(n, axis), b, t, t) }
+	causal := BroadcastToDims(ExpandAxes(LowerTriangular(segments.Graph(), t), 0), b, t, t)
+	mask = LogicalAnd(Equal(bt(segments, 2), bt(segments, 1)), causal)
+	pos = AddScalar(ReduceSum(ConvertDType(mask, dtypes.Int32), -1), -1)
+	return mask, pos
 }
 
 // CrossEntropy is the mean softmax cross-entropy of logits [B, C] against

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"strings"
 
-	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 )
@@ -161,13 +160,7 @@ func (m *Transformer) Forward(params []*Node, mean, std, x *Node) *Node {
 func (m *Transformer) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node {
 	d := x.Shape().Dimensions
 	b, t := d[0], d[1]
-	g := x.Graph()
-	q := ExpandAxes(segments, 2) // [B, T, 1]
-	k := ExpandAxes(segments, 1) // [B, 1, T]
-	same := Equal(BroadcastToDims(q, b, t, t), BroadcastToDims(k, b, t, t))
-	mask := LogicalAnd(same, BroadcastToDims(ExpandAxes(LowerTriangular(g, t), 0), b, t, t)) // [B, T, T]
-	// The index within the sequence: how many earlier positions share the id.
-	pos := AddScalar(ReduceSum(ConvertDType(mask, dtypes.Int32), -1), -1)
+	mask, pos := causalSegments(segments)
 	pos = ClipScalar(pos, 0, float64(m.W-1))
 	h := linear(Normalize(x, mean, std), params[0], params[1])
 	h = Add(h, Gather(params[2], ExpandAxes(pos, -1)))
