@@ -31,6 +31,7 @@ type Parallel struct {
 	mesh   *distributed.DeviceMesh
 	window int
 	execN  map[int]*Exec // StepN, by number of steps
+	seq    *Exec         // StepSeq
 }
 
 // Strategy is how Parallel splits the step over the devices.
@@ -116,6 +117,39 @@ func (o ParallelOptions) withDefaults() (ParallelOptions, error) {
 // NewParallel prepares data parallelism over devices 0..n-1 for s; st is
 // replicated to every device and data (the flattened dataset) copied to each.
 func NewParallel(s *Stepper, st *State, features []float32, labels []int32, f, window, n int, o ParallelOptions) (*Parallel, error) {
+	p, err := newParallel(s, st, n, o)
+	if err != nil {
+		return nil, err
+	}
+	p.window = window
+	p.exec = p.compileSteps(0)
+	for d := 0; d < n; d++ {
+		ft := tensors.FromFlatDataAndDimensions(features, len(features)/f, f)
+		lt := tensors.FromFlatDataAndDimensions(labels, len(labels))
+		for _, t := range []*tensors.Tensor{ft, lt} {
+			if err := t.MaterializeOnDevice(s.backend, false, deviceNum(d)); err != nil {
+				return nil, fmt.Errorf("train: copying the dataset to device %d: %w", d, err)
+			}
+			t.FinalizeLocal()
+		}
+		p.data = append(p.data, &DeviceData{Features: ft, Labels: lt, Window: window})
+	}
+	return p, nil
+}
+
+// NewSeqParallel prepares data parallelism over devices 0..n-1 for
+// sequence batches (StepSeq): st is replicated to every device, and each
+// step brings every device its own data-parallel rank's batch. s's model
+// must be a model.SequenceModel.
+func NewSeqParallel(s *Stepper, st *State, n int, o ParallelOptions) (*Parallel, error) {
+	if _, err := s.seqModel(); err != nil {
+		return nil, err
+	}
+	return newParallel(s, st, n, o)
+}
+
+// newParallel checks the options and replicates st over devices 0..n-1.
+func newParallel(s *Stepper, st *State, n int, o ParallelOptions) (*Parallel, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
@@ -133,8 +167,7 @@ func NewParallel(s *Stepper, st *State, features []float32, labels []int32, f, w
 	if err != nil {
 		return nil, err
 	}
-	p := &Parallel{s: s, n: n, o: o, mesh: mesh, window: window, execN: map[int]*Exec{}}
-	p.exec = p.compileSteps(0)
+	p := &Parallel{s: s, n: n, o: o, mesh: mesh, execN: map[int]*Exec{}}
 	s.fillAux(st)
 	p.reps = []*State{st}
 	for d := 1; d < n; d++ {
@@ -155,17 +188,6 @@ func NewParallel(s *Stepper, st *State, features []float32, labels []int32, f, w
 			return nil, err
 		}
 		p.reps = append(p.reps, r)
-	}
-	for d := 0; d < n; d++ {
-		ft := tensors.FromFlatDataAndDimensions(features, len(features)/f, f)
-		lt := tensors.FromFlatDataAndDimensions(labels, len(labels))
-		for _, t := range []*tensors.Tensor{ft, lt} {
-			if err := t.MaterializeOnDevice(s.backend, false, deviceNum(d)); err != nil {
-				return nil, fmt.Errorf("train: copying the dataset to device %d: %w", d, err)
-			}
-			t.FinalizeLocal()
-		}
-		p.data = append(p.data, &DeviceData{Features: ft, Labels: lt, Window: window})
 	}
 	return p, nil
 }
@@ -189,13 +211,32 @@ func (p *Parallel) compileSteps(k int) *Exec {
 	}
 	// Sharding: everything replicated but the rows, which are split over
 	// the devices (the last input, or the last k).
+	// Inputs: params, m, v, hyper, amp, mean, std, features, labels, rows.
+	return p.shardLast(exec, 3*s.nParams+6+max(k, 1), max(k, 1))
+}
+
+// compileSeq returns the Exec of the data-parallel sequence step.
+func (p *Parallel) compileSeq() *Exec {
+	s := p.s
+	if p.o.Strategy == Replicas {
+		return MustNewExec(s.backend, s.seqReplicasGraph(p.n, p.o)).WithName("train_step_seq_replicas").SPMD(p.mesh)
+	}
+	// Inputs: params, m, v, hyper, amp, mean, std, x, segments, labels; the
+	// global batch is the devices' batches stacked along the rows.
+	exec := MustNewExec(s.backend, s.seqGraph).WithName("train_step_seq_sharding")
+	return p.shardLast(exec, 3*s.nParams+7, 3)
+}
+
+// shardLast has XLA's partitioner compile exec, whose ninputs inputs are
+// replicated but for the last nsharded, split over the devices along
+// their first axis.
+func (p *Parallel) shardLast(exec *Exec, ninputs, nsharded int) *Exec {
 	shard, err := distributed.BuildSpec(p.mesh).S("data").Done()
 	if err != nil {
 		panic(err) // a 1-D mesh named "data" always has an axis "data"
 	}
-	nrows := max(k, 1)
-	specs := make([]*distributed.ShardingSpec, 3*s.nParams+6+nrows) // params, m, v, hyper, amp, mean, std, features, labels, rows
-	for i := len(specs) - nrows; i < len(specs); i++ {
+	specs := make([]*distributed.ShardingSpec, ninputs)
+	for i := ninputs - nsharded; i < ninputs; i++ {
 		specs[i] = shard
 	}
 	return exec.AutoSharding(p.mesh).WithInputShardingSpecs(specs...).WithOutputShardingSpecs(nil)
@@ -269,18 +310,18 @@ func (s *Stepper) replicasGraph(window, n int, o ParallelOptions) func(in []*Nod
 		ps, ms, vs := in[:np], in[np:2*np], in[2*np:3*np]
 		hyper, amp, mean, std := in[3*np], in[3*np+1], in[3*np+2], in[3*np+3]
 		loss, grads, _, _, _, _ := s.forwardBackward(ps, amp, mean, std, x, y)
-		loss, grads = allReduceMean(loss, grads, n, o)
+		loss, grads = allReduce(loss, grads, n, o, 1/float32(n))
 		gradsOK, gnorm, perParam := gradStats(grads)
 		return s.applyTail(ps, ms, vs, grads, hyper, amp, loss, IsFinite(loss), gradsOK, gnorm, perParam)
 	}
 }
 
-// allReduceMean averages the loss and the gradients over n devices, the
-// gradients carried in o.Reduce and grouped into buckets of o.BucketBytes
-// (the loss travels with the first bucket, in float32). Every device gets
-// the same sums, so every replica takes the same decisions (skip, clip).
-func allReduceMean(loss *Node, grads []*Node, n int, o ParallelOptions) (*Node, []*Node) {
-	inv := 1 / float32(n)
+// allReduce sums the loss and the gradients over n devices and multiplies
+// the sums by scale (1/n: the mean), the gradients carried in o.Reduce and
+// grouped into buckets of o.BucketBytes (the loss travels with the first
+// bucket, in float32). Every device gets the same sums, so every replica
+// takes the same decisions (skip, clip).
+func allReduce(loss *Node, grads []*Node, n int, o ParallelOptions, scale float32) (*Node, []*Node) {
 	var mean *Node
 	out := make([]*Node, len(grads))
 	for bi, b := range gradBuckets(grads, o.Reduce, o.BucketBytes) {
@@ -295,10 +336,10 @@ func allReduceMean(loss *Node, grads []*Node, n int, o ParallelOptions) (*Node, 
 			ops = loss.Graph().Distributed().AllReduce(ops, compute.ReduceOpSum)
 		}
 		for j, i := range b {
-			out[i] = MulScalar(ConvertDType(ops[j], dtypes.Float32), inv)
+			out[i] = MulScalar(ConvertDType(ops[j], dtypes.Float32), scale)
 		}
 		if bi == 0 {
-			mean = MulScalar(ops[len(b)], inv)
+			mean = MulScalar(ops[len(b)], scale)
 		}
 	}
 	return mean, out
@@ -359,7 +400,7 @@ func (p *Parallel) ProbeAllReduce(reps int) (AllReduceProbe, error) {
 		n := 1 + i*(p.n-1)
 		e, err := NewExec(s.backend, func(in []*Node) []*Node {
 			g := in[0].Graph()
-			_, grads := allReduceMean(Const(g, float32(0)), in, n, p.o)
+			_, grads := allReduce(Const(g, float32(0)), in, n, p.o, 1/float32(n))
 			// One element of each keeps the collectives live without
 			// copying their results back.
 			for i, x := range grads {
@@ -411,6 +452,46 @@ func (p *Parallel) Step(lr float64, mean, std []*tensors.Tensor, rows []*tensors
 	})
 	if err != nil {
 		return StepOut{}, fmt.Errorf("train: data-parallel step %d: %w", p.reps[0].Step, err)
+	}
+	var out StepOut
+	for d, st := range p.reps {
+		if o := s.unpack(st, outs[d], lr, start); d == 0 {
+			out = o
+		}
+	}
+	return out, nil
+}
+
+// StepSeq runs one data-parallel step on sequence batches: x[d], seg[d]
+// and y[d] are data-parallel rank d's batch (see Stepper.StepSeq), the
+// same shape on every device. The loss is the mean over the labelled
+// positions of all the devices' batches together, as Stepper.StepSeq's on
+// those batches stacked along the rows (however unevenly they are split);
+// the returned StepOut is device 0's.
+func (p *Parallel) StepSeq(lr float64, mean, std, x, seg, y []*tensors.Tensor) (StepOut, error) {
+	s := p.s
+	for _, a := range [][]*tensors.Tensor{mean, std, x, seg, y} {
+		if len(a) != p.n {
+			return StepOut{}, fmt.Errorf("train: data-parallel sequence step over %d devices given %d tensors for one of its inputs", p.n, len(a))
+		}
+	}
+	for d := 1; d < p.n; d++ {
+		for i, a := range [][]*tensors.Tensor{x, seg, y} {
+			if !a[d].Shape().Equal(a[0].Shape()) {
+				return StepOut{}, fmt.Errorf("train: data-parallel sequence step %d: device %d's %s is %s, device 0's %s: every rank's batch must have one shape (set the sampler's PadMultiple to Len)",
+					p.reps[0].Step, d, []string{"x", "segments", "labels"}[i], a[d].Shape(), a[0].Shape())
+			}
+		}
+	}
+	if p.seq == nil {
+		p.seq = p.compileSeq()
+	}
+	start := time.Now()
+	outs, err := p.call(p.seq, func(st *State) *tensors.Tensor { return s.hyper(st, lr) }, func(d int) []any {
+		return []any{mean[d], std[d], x[d], seg[d], y[d]}
+	})
+	if err != nil {
+		return StepOut{}, fmt.Errorf("train: data-parallel sequence step %d: %w", p.reps[0].Step, err)
 	}
 	var out StepOut
 	for d, st := range p.reps {

@@ -41,15 +41,8 @@ func NewRunner(s *Stepper, st *State, w *batch.Windows, norm batch.Normalizer, n
 		return nil, err
 	}
 	r := &Runner{s: s, st: st, n: n, rows: len(labels), f: w.F, offs: offs}
-	for d := range n {
-		m := tensors.FromFlatDataAndDimensions(norm.Mean, len(norm.Mean))
-		sd := tensors.FromFlatDataAndDimensions(norm.Std, len(norm.Std))
-		for _, t := range []*tensors.Tensor{m, sd} {
-			if err := t.MaterializeOnDevice(s.backend, false, deviceNum(d)); err != nil {
-				return nil, fmt.Errorf("train: normalisation to device %d: %w", d, err)
-			}
-		}
-		r.mean, r.std = append(r.mean, m), append(r.std, sd)
+	if r.mean, r.std, err = normOnDevices(s, norm, n); err != nil {
+		return nil, err
 	}
 	if n == 1 {
 		r.data, err = s.NewDeviceData(feats, labels, w.F, w.W)
@@ -142,4 +135,90 @@ func (r *Runner) split(rows *tensors.Tensor) ([]*tensors.Tensor, error) {
 		shards[d] = tensors.FromFlatDataAndDimensions(r.host[d*per:(d+1)*per], per)
 	}
 	return shards, nil
+}
+
+// normOnDevices copies the normalisation's mean and std to each of the
+// first n devices of s's backend.
+func normOnDevices(s *Stepper, norm batch.Normalizer, n int) (mean, std []*tensors.Tensor, err error) {
+	for d := range n {
+		m := tensors.FromFlatDataAndDimensions(norm.Mean, len(norm.Mean))
+		sd := tensors.FromFlatDataAndDimensions(norm.Std, len(norm.Std))
+		for _, t := range []*tensors.Tensor{m, sd} {
+			if err := t.MaterializeOnDevice(s.backend, false, deviceNum(d)); err != nil {
+				return nil, nil, fmt.Errorf("train: normalisation to device %d: %w", d, err)
+			}
+		}
+		mean, std = append(mean, m), append(std, sd)
+	}
+	return mean, std, nil
+}
+
+// SeqRunner runs a Stepper's step over sequence batches (batch.SeqBatch,
+// padded or packed) on the first n devices of its backend: on one device
+// through Stepper.StepSeq, on several data parallel through
+// Parallel.StepSeq, device d taking data-parallel rank d's batch. A loop
+// written against it is the same for any n: a batch.SeqSampler with Ranks
+// n and one batch.SeqLoader per rank, then Step with the ranks' batches.
+type SeqRunner struct {
+	s         *Stepper
+	st        *State // replica 0 when n > 1
+	n         int
+	p         *Parallel // n > 1
+	mean, std []*tensors.Tensor
+	x, seg, y []*tensors.Tensor
+}
+
+// NewSeqRunner copies the normalisation to each of n devices of s's
+// backend and returns a SeqRunner that trains st; with n > 1, o chooses
+// the data-parallel strategy, and st becomes replica 0 (see Parallel).
+func NewSeqRunner(s *Stepper, st *State, norm batch.Normalizer, n int, o ParallelOptions) (*SeqRunner, error) {
+	if got := s.backend.NumDevices(); n < 1 || n > got {
+		return nil, fmt.Errorf("train: a runner over %d devices, but the backend has %d", n, got)
+	}
+	if _, err := s.seqModel(); err != nil {
+		return nil, err
+	}
+	r := &SeqRunner{s: s, st: st, n: n, x: make([]*tensors.Tensor, n), seg: make([]*tensors.Tensor, n), y: make([]*tensors.Tensor, n)}
+	var err error
+	if r.mean, r.std, err = normOnDevices(s, norm, n); err != nil {
+		return nil, err
+	}
+	if n > 1 {
+		if r.p, err = NewSeqParallel(s, st, n, o); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Devices is the number of devices the SeqRunner trains on.
+func (r *SeqRunner) Devices() int { return r.n }
+
+// Step runs one optimizer step of st at learning rate lr on bs, one batch
+// per device (bs[d] is rank d's; all of one shape when n > 1). The loss is
+// the mean over the labelled positions of all of them. With several
+// devices st must be the State the SeqRunner was made with.
+func (r *SeqRunner) Step(st *State, lr float64, bs []*batch.SeqBatch) (StepOut, error) {
+	if len(bs) != r.n {
+		return StepOut{}, fmt.Errorf("train: a sequence step over %d devices given %d batches", r.n, len(bs))
+	}
+	for d, b := range bs {
+		r.x[d] = tensors.FromFlatDataAndDimensions(b.X, b.B, b.T, b.F)
+		r.seg[d] = tensors.FromFlatDataAndDimensions(b.Segments, b.B, b.T)
+		r.y[d] = tensors.FromFlatDataAndDimensions(b.Labels, b.B, b.T)
+	}
+	if r.p == nil {
+		return r.s.StepSeq(st, lr, r.mean[0], r.std[0], r.x[0], r.seg[0], r.y[0])
+	}
+	if st != r.st {
+		return StepOut{}, fmt.Errorf("train: a data-parallel SeqRunner steps the State it was made with; make a new SeqRunner for another (e.g. one restored from a checkpoint)")
+	}
+	return r.p.StepSeq(lr, r.mean, r.std, r.x, r.seg, r.y)
+}
+
+// Predict returns the logits [B, T, C] of a sequence batch, computed on
+// the first device with st's parameters.
+func (r *SeqRunner) Predict(st *State, b *batch.SeqBatch) (*tensors.Tensor, error) {
+	return r.s.PredictSeq(st, r.mean[0], r.std[0], tensors.FromFlatDataAndDimensions(b.X, b.B, b.T, b.F),
+		tensors.FromFlatDataAndDimensions(b.Segments, b.B, b.T))
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -28,13 +29,23 @@ func (s *Stepper) seqModel() (model.SequenceModel, error) {
 // maskedCE is the mean cross-entropy of logits [B, T, C] over positions
 // whose label [B, T] is >= 0 (0 when there are none).
 func maskedCE(logits, labels *Node) *Node {
+	return Div(maskedNLL(logits, labels), Max(labelledCount(labels), ScalarOne(logits.Graph(), logits.DType())))
+}
+
+// maskedNLL is the summed cross-entropy of logits [B, T, C] over positions
+// whose label [B, T] is >= 0.
+func maskedNLL(logits, labels *Node) *Node {
 	c := logits.Shape().Dimensions[2]
 	ls := LogSoftmax(logits, -1)
 	mask := GreaterOrEqual(labels, ZerosLike(labels))
 	safe := Where(mask, labels, ZerosLike(labels))
 	nll := Neg(ReduceSum(Mul(ls, OneHot(safe, c, ls.DType())), -1))
-	m := ConvertDType(mask, ls.DType())
-	return Div(ReduceAllSum(Mul(nll, m)), Max(ReduceAllSum(m), ScalarOne(ls.Graph(), ls.DType())))
+	return ReduceAllSum(Mul(nll, ConvertDType(mask, ls.DType())))
+}
+
+// labelledCount is the number of labels [B, T] that are >= 0, in float32.
+func labelledCount(labels *Node) *Node {
+	return ReduceAllSum(ConvertDType(GreaterOrEqual(labels, ZerosLike(labels)), dtypes.Float32))
 }
 
 // seqGraph inputs: params, m, v, hyper, amp, mean, std, x, segments, labels.
@@ -49,6 +60,34 @@ func (s *Stepper) seqGraph(in []*Node) []*Node {
 	return s.applyTail(ps, ms, vs, grads, hyper, amp, loss, lossOK, gradsOK, gnorm, perParam)
 }
 
+// seqReplicasGraph is seqGraph on one device's batch, one of n (Strategy
+// Replicas). Ranks' batches hold different numbers of labelled positions,
+// so a mean of the devices' means would weigh positions unequally; instead
+// the devices first all-reduce their counts (one scalar, before the
+// forward pass), each divides its summed loss by the global count, and the
+// sums over the devices of those losses and of their gradients are the
+// global batch's mean loss and its gradients, as on one device. With
+// n == 1 there is no collective.
+func (s *Stepper) seqReplicasGraph(n int, o ParallelOptions) func(in []*Node) []*Node {
+	return func(in []*Node) []*Node {
+		np := s.nParams
+		sm, _ := s.seqModel()
+		ps, ms, vs := in[:np], in[np:2*np], in[2*np:3*np]
+		hyper, amp, mean, std, x, seg, y := in[3*np], in[3*np+1], in[3*np+2], in[3*np+3], in[3*np+4], in[3*np+5], in[3*np+6]
+		count := labelledCount(y)
+		if n > 1 {
+			count = x.Graph().Distributed().AllReduceOne(count, compute.ReduceOpSum)
+		}
+		denom := Max(count, ScalarOne(x.Graph(), dtypes.Float32))
+		loss, grads, _, _, _, _ := s.backward(ps, amp, func(cps []*Node, cmean, cstd, cx *Node) *Node {
+			return Div(maskedNLL(ConvertDType(sm.ForwardSeq(cps, cmean, cstd, cx, seg), dtypes.Float32), y), denom)
+		}, mean, std, x)
+		loss, grads = allReduce(loss, grads, n, o, 1)
+		gradsOK, gnorm, perParam := gradStats(grads)
+		return s.applyTail(ps, ms, vs, grads, hyper, amp, loss, IsFinite(loss), gradsOK, gnorm, perParam)
+	}
+}
+
 // StepSeq runs one optimizer step on a padded or packed sequence batch.
 func (s *Stepper) StepSeq(st *State, lr float64, mean, std, x, seg, y *tensors.Tensor) (StepOut, error) {
 	if _, err := s.seqModel(); err != nil {
@@ -58,24 +97,26 @@ func (s *Stepper) StepSeq(st *State, lr float64, mean, std, x, seg, y *tensors.T
 		return StepOut{}, fmt.Errorf("train: sequence batches with gradient accumulation are not supported yet")
 	}
 	start := time.Now()
-	n := s.nParams
 	s.fillAux(st)
 	if s.seqExec == nil {
 		s.seqExec = MustNewExec(s.backend, s.seqGraph).WithName("train_step_seq")
-		s.seqPred = MustNewExec(s.backend, func(in []*Node) *Node {
-			sm, _ := s.seqModel()
-			return sm.ForwardSeq(in[:n], in[n], in[n+1], in[n+2], in[n+3])
-		}).WithName("predict_seq")
 	}
 	return s.runFused(s.seqExec, st, lr, start, mean, std, x, seg, y)
 }
 
 // PredictSeq returns the logits [B, T, C] of a sequence batch.
 func (s *Stepper) PredictSeq(st *State, mean, std, x, seg *tensors.Tensor) (*tensors.Tensor, error) {
-	if s.seqPred == nil {
-		return nil, fmt.Errorf("train: PredictSeq before the first StepSeq")
+	if _, err := s.seqModel(); err != nil {
+		return nil, err
 	}
-	args := make([]any, 0, s.nParams+4)
+	n := s.nParams
+	if s.seqPred == nil {
+		s.seqPred = MustNewExec(s.backend, func(in []*Node) *Node {
+			sm, _ := s.seqModel()
+			return sm.ForwardSeq(in[:n], in[n], in[n+1], in[n+2], in[n+3])
+		}).WithName("predict_seq")
+	}
+	args := make([]any, 0, n+4)
 	for _, p := range st.Params {
 		args = append(args, p)
 	}

@@ -50,6 +50,11 @@ type DataConfig struct {
 	// buckets of SeqBucketMs, into sequences of at most SeqLen events.
 	SeqLen      int     `toml:"seq_len" json:"seq_len"`
 	SeqBucketMs float64 `toml:"seq_bucket_ms" json:"seq_bucket_ms"`
+	// SeqBalance is how several GPUs split a step's sequences: "kk"
+	// (Karmarkar-Karp, the ranks' tokens evened), "lpt" (greedy, longest
+	// first) or "none" (equal counts in order, as a sampler that ignores
+	// lengths).
+	SeqBalance string `toml:"seq_balance" json:"seq_balance"`
 }
 
 // ModelConfig chooses the model.
@@ -131,6 +136,7 @@ func DefaultConfig() Config {
 			Embargo:     100,
 			SeqLen:      64,
 			SeqBucketMs: 250,
+			SeqBalance:  "kk",
 		},
 		Model: ModelConfig{Arch: "mlp", Hidden: []int{128, 64}, Inputs: "all"},
 		Train: TrainConfig{
@@ -190,6 +196,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: model.layout = %q needs a model of sequences (mlp, gru or transformer), not deeplob: its 'same' convolutions would see later events of the sequence", c.Model.Layout)
 	case c.Model.Layout != "" && c.Model.Layout != "padded" && c.Model.Layout != "packed":
 		return fmt.Errorf("config: model.layout = %q: want padded or packed", c.Model.Layout)
+	case d.SeqBalance != "none" && d.SeqBalance != "lpt" && d.SeqBalance != "kk":
+		return fmt.Errorf("config: data.seq_balance = %q: want kk, lpt or none", d.SeqBalance)
 	case c.Model.Layout != "" && (d.SeqLen < 2 || d.SeqBucketMs <= 0):
 		return fmt.Errorf("config: data.seq_len = %d, data.seq_bucket_ms = %g: want >= 2 and > 0", d.SeqLen, d.SeqBucketMs)
 	case t.Accumulate < 1:
@@ -324,6 +332,7 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Data.Embargo, "embargo", c.Data.Embargo, "rows skipped after the train/validation cut")
 	fs.StringVar(&c.Model.Layout, "layout", c.Model.Layout, "mlp, gru or transformer on variable-length sequences: padded or packed (default: fixed windows)")
 	fs.IntVar(&c.Data.SeqLen, "seq-len", c.Data.SeqLen, "longest sequence (events) with --layout; the transformer needs <= --window")
+	fs.StringVar(&c.Data.SeqBalance, "seq-balance", c.Data.SeqBalance, "with --layout on several GPUs, how a step's sequences are split over them: kk, lpt or none")
 	fs.StringVar(&c.Model.Arch, "arch", c.Model.Arch, "model: mlp, deeplob (Zhang et al. 2019), gru or transformer")
 	fs.Var(intList{&c.Model.Hidden}, "hidden", "hidden layer sizes, e.g. 256,128")
 	fs.StringVar(&c.Model.Inputs, "inputs", c.Model.Inputs, "mlp inputs: all (every feature) or book (the 40 book columns DeepLOB sees)")

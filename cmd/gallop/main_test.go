@@ -155,7 +155,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"train", "--device", "tpu", "--quiet"}, 1, `want cpu, gpu`},
 		{[]string{"train", "--schedule", "zigzag", "--quiet"}, 1, `unknown schedule "zigzag"`},
 		{[]string{"train", "--dp-strategy", "ring", "--quiet"}, 1, `train.dp_strategy = "ring"`},
-		{[]string{"train", "--arch", "gru", "--layout", "packed", "--device", "gpu:0,1", "--quiet"}, 1, "data parallel over sequence batches is not supported yet"},
+		{[]string{"train", "--arch", "gru", "--layout", "packed", "--seq-balance", "greedy", "--quiet"}, 1, `data.seq_balance = "greedy"`},
 		{[]string{"train", "--dp-strategy", "sharding", "--dp-reduce", "bf16", "--quiet"}, 1, "dp_reduce = bf16 needs dp_strategy = replicas"},
 		{[]string{"train", "--hidden", "64,x"}, 2, "not a list of integers"},
 		{[]string{"train", "--config", "/nonexistent.toml"}, 1, "/nonexistent.toml"},

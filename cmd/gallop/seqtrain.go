@@ -28,9 +28,16 @@ type seqRun struct {
 	p        *prepared
 	m        model.Model
 	s        *train.Stepper
+	runner   *train.SeqRunner // one device or several (data parallel)
 	st       *train.State
 	out, log io.Writer
 	enc      *json.Encoder
+	// The first step (compiling the step) is timed apart from the others,
+	// whose time runs until the watcher has read the last step's loss (the
+	// device has finished it), and whose tokens count the positions holding
+	// data.
+	first, steady time.Duration
+	tokens        int64
 }
 
 func parseLayout(s string) (batch.Layout, error) {
@@ -58,65 +65,96 @@ func (r *seqRun) seqs() (train, val []batch.Seq, err error) {
 	return batch.Select(all, fold.Train), batch.Select(all, fold.Val), nil
 }
 
-func (r *seqRun) sampler(seqs []batch.Seq, order batch.Order, seed uint64) (*batch.SeqSampler, error) {
+func parseBalance(s string) (batch.Balance, error) {
+	switch s {
+	case "kk":
+		return batch.BalanceKK, nil
+	case "lpt":
+		return batch.BalanceLPT, nil
+	case "none":
+		return batch.BalanceNone, nil
+	}
+	return 0, fmt.Errorf("config: data.seq_balance = %q: want kk, lpt or none", s)
+}
+
+// sampler plans steps of train.batch_size rows in all, split over ranks
+// data-parallel ranks as data.seq_balance says. Every batch has the same
+// shape (T = seq_len), which a data-parallel step needs; the bucket is the
+// global batch, so the order, and with Padded each step's sequences, do
+// not depend on the number of ranks.
+func (r *seqRun) sampler(seqs []batch.Seq, order batch.Order, seed uint64, ranks int) (*batch.SeqSampler, error) {
 	layout, err := parseLayout(r.cfg.Model.Layout)
 	if err != nil {
 		return nil, err
 	}
-	return batch.NewSeqSampler(seqs, batch.SeqSamplerConfig{Layout: layout, Rows: r.cfg.Train.BatchSize,
-		Len: r.cfg.Data.SeqLen, PadMultiple: r.cfg.Data.SeqLen, Order: order, Seed: seed})
+	bal, err := parseBalance(r.cfg.Data.SeqBalance)
+	if err != nil {
+		return nil, err
+	}
+	return batch.NewSeqSampler(seqs, batch.SeqSamplerConfig{Layout: layout, Rows: r.cfg.Train.BatchSize / ranks,
+		Len: r.cfg.Data.SeqLen, PadMultiple: r.cfg.Data.SeqLen, Ranks: ranks, Bucket: r.cfg.Train.BatchSize,
+		Balance: bal, Order: order, Seed: seed})
 }
 
-func seqTensors(b *batch.SeqBatch) (x, seg, y *tensors.Tensor) {
-	return tensors.FromFlatDataAndDimensions(b.X, b.B, b.T, b.F),
-		tensors.FromFlatDataAndDimensions(b.Segments, b.B, b.T),
-		tensors.FromFlatDataAndDimensions(b.Labels, b.B, b.T)
-}
-
-// run trains for cfg.Train.Steps steps.
+// run trains for cfg.Train.Steps steps, each over every device's rank.
 func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, error) {
 	c := r.cfg
-	sm, err := r.sampler(trainSeqs, map[bool]batch.Order{true: batch.OrderBucketed, false: batch.OrderRandom}[c.Model.Layout == "padded"], c.Seed)
-	if err != nil {
-		return 0, err
-	}
+	n := r.runner.Devices()
+	order := map[bool]batch.Order{true: batch.OrderBucketed, false: batch.OrderRandom}[c.Model.Layout == "padded"]
 	src := &batch.SeriesSource{Series: r.p.series, F: feature.Count}
-	ld, err := batch.NewSeqLoader(ctx, src, sm, batch.SeqLoaderConfig{Prefetch: c.Train.Prefetch, Workers: 2})
-	if err != nil {
-		return 0, err
+	// One loader per rank; each runs its own sampler, and they plan the
+	// same steps.
+	loaders := make([]*batch.SeqLoader, n)
+	for d := range loaders {
+		sm, err := r.sampler(trainSeqs, order, c.Seed, n)
+		if err != nil {
+			return 0, err
+		}
+		if loaders[d], err = batch.NewSeqLoader(ctx, src, sm, batch.SeqLoaderConfig{Rank: d, Prefetch: c.Train.Prefetch, Workers: 2}); err != nil {
+			return 0, err
+		}
+		defer loaders[d].Close()
 	}
-	defer ld.Close()
 	sched, _ := train.ParseSchedule(c.Train.Schedule, c.Train.LR, int64(c.Train.Steps))
 	w := guard.NewWatcher(guard.Config{Lag: c.Train.GuardLag, BatchSize: c.Train.BatchSize * c.Data.SeqLen, SpikeZ: c.Train.SpikeZ,
 		OnValue: trainLine(r.enc, nil, r.log)})
-	var epoch batch.EpochStats
+	var epoch seqEpoch
 	curEpoch, ids := 0, make([]int32, 0, 1024)
+	bs := make([]*batch.SeqBatch, n)
 	start := time.Now()
 	for step := int64(0); step < int64(c.Train.Steps); step++ {
-		b, err := ld.Next(ctx)
-		if err != nil {
-			w.Close()
-			return step, fmt.Errorf("train: step %d: %w", step, err)
+		for d, ld := range loaders {
+			b, err := ld.Next(ctx)
+			if err != nil {
+				w.Close()
+				return step, fmt.Errorf("train: step %d, rank %d: %w", step, d, err)
+			}
+			bs[d] = b
 		}
-		if b.Epoch != curEpoch {
+		if bs[0].Epoch != curEpoch {
 			r.logEpoch(curEpoch, &epoch)
-			epoch, curEpoch = batch.EpochStats{}, b.Epoch
+			epoch, curEpoch = seqEpoch{}, bs[0].Epoch
 		}
-		epoch.Batches++
-		epoch.Slots += int64(b.Stats.Slots)
-		epoch.Tokens += int64(b.Stats.Tokens)
-		x, seg, y := seqTensors(b)
-		out, err := r.s.StepSeq(r.st, sched.LR(step), r.p.mean, r.p.std, x, seg, y)
+		epoch.add(bs)
+		out, err := r.runner.Step(r.st, sched.LR(step), bs)
 		if err != nil {
 			w.Close()
 			return step, err
 		}
+		if step == 0 {
+			r.first = time.Since(start)
+		}
 		ids = ids[:0]
-		for _, pl := range b.Places {
-			ids = append(ids, pl.Seq)
+		for d, b := range bs {
+			if step > 0 {
+				r.tokens += int64(b.Stats.Tokens)
+			}
+			for _, pl := range b.Places {
+				ids = append(ids, pl.Seq)
+			}
+			loaders[d].Release(b)
 		}
 		w.Observe(out, ids)
-		ld.Release(b)
 		if gerr := w.Err(); gerr != nil {
 			w.Close()
 			return step, fmt.Errorf("train: guard: %w (sample ids are training sequence indices)", gerr)
@@ -126,22 +164,52 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, error) 
 		}
 	}
 	r.logEpoch(curEpoch, &epoch)
-	return int64(c.Train.Steps), w.Close()
+	err := w.Close()
+	r.steady = time.Since(start) - r.first
+	return int64(c.Train.Steps), err
 }
 
-func (r *seqRun) logEpoch(e int, s *batch.EpochStats) {
+// seqEpoch accumulates an epoch's batches over every rank.
+type seqEpoch struct {
+	batch.EpochStats
+	imbSum float64 // per step: the most tokens of a rank × ranks / all the step's tokens
+	steps  int
+}
+
+func (e *seqEpoch) add(bs []*batch.SeqBatch) {
+	var most, sum int
+	for _, b := range bs {
+		e.Batches++
+		e.Slots += int64(b.Stats.Slots)
+		e.Tokens += int64(b.Stats.Tokens)
+		most, sum = max(most, b.Stats.Tokens), sum+b.Stats.Tokens
+	}
+	if sum > 0 {
+		e.imbSum += float64(most*len(bs)) / float64(sum)
+	}
+	e.steps++
+}
+
+func (r *seqRun) logEpoch(e int, s *seqEpoch) {
 	if s.Batches == 0 {
 		return
 	}
-	r.enc.Encode(map[string]any{"split": "epoch", "epoch": e, "layout": r.cfg.Model.Layout,
-		"padding_fraction": s.PaddingFraction(), "tokens_per_batch": s.TokensPerBatch(), "batches": s.Batches})
-	fmt.Fprintf(r.log, "epoch    %d (%s): padding %.1f%%, %.0f tokens per batch, %d batches\n", e, r.cfg.Model.Layout, 100*s.PaddingFraction(), s.TokensPerBatch(), s.Batches)
+	rec := map[string]any{"split": "epoch", "epoch": e, "layout": r.cfg.Model.Layout,
+		"padding_fraction": s.PaddingFraction(), "tokens_per_batch": s.TokensPerBatch(), "batches": s.Batches}
+	line := fmt.Sprintf("epoch    %d (%s): padding %.1f%%, %.0f tokens per batch, %d batches", e, r.cfg.Model.Layout, 100*s.PaddingFraction(), s.TokensPerBatch(), s.Batches)
+	if n := r.runner.Devices(); n > 1 {
+		imb := s.imbSum / float64(max(s.steps, 1))
+		rec["ranks"], rec["rank_imbalance"], rec["balance"] = n, imb, r.cfg.Data.SeqBalance
+		line += fmt.Sprintf(" over %d ranks (%s: busiest rank %.3f× the mean)", n, r.cfg.Data.SeqBalance, imb)
+	}
+	r.enc.Encode(rec)
+	fmt.Fprintln(r.log, line)
 }
 
 // eval runs the validation sequences once, in time order, and counts the
 // predictions at every labelled position.
 func (r *seqRun) eval(ctx context.Context, valSeqs []batch.Seq) (train.EvalResult, error) {
-	sm, err := r.sampler(valSeqs, batch.OrderTime, 0)
+	sm, err := r.sampler(valSeqs, batch.OrderTime, 0, 1)
 	if err != nil {
 		return train.EvalResult{}, err
 	}
@@ -158,8 +226,7 @@ func (r *seqRun) eval(ctx context.Context, valSeqs []batch.Seq) (train.EvalResul
 		if err := b.Assemble(src, sm.Seqs(), &plan.Ranks[0]); err != nil {
 			return train.EvalResult{}, err
 		}
-		x, seg, _ := seqTensors(b)
-		lg, err := r.s.PredictSeq(r.st, r.p.mean, r.p.std, x, seg)
+		lg, err := r.runner.Predict(r.st, b)
 		if err != nil {
 			return train.EvalResult{}, err
 		}
@@ -171,7 +238,7 @@ func (r *seqRun) eval(ctx context.Context, valSeqs []batch.Seq) (train.EvalResul
 }
 
 // trainSequences is gallop train's path for --layout padded|packed.
-func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model, s *train.Stepper, st *train.State,
+func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model, s *train.Stepper, runner *train.SeqRunner, st *train.State,
 	man *manifest.Manifest, dir string, out, stderr io.Writer, start time.Time) (Result, error) {
 	res := Result{RunDir: dir}
 	f, err := os.Create(filepath.Join(dir, "metrics.jsonl"))
@@ -179,7 +246,7 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 		return res, err
 	}
 	defer f.Close()
-	r := &seqRun{cfg: cfg, p: p, m: m, s: s, st: st, out: out, log: stderr, enc: json.NewEncoder(f)}
+	r := &seqRun{cfg: cfg, p: p, m: m, s: s, runner: runner, st: st, out: out, log: stderr, enc: json.NewEncoder(f)}
 	trainSeqs, valSeqs, err := r.seqs()
 	if err != nil {
 		return res, err
@@ -213,6 +280,7 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 	fmt.Fprintf(out, "\nvalidation (%d labelled positions, horizon %d events)\n", ev.Samples, cfg.Data.Horizon)
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f  log-loss %.4f\n", "model", res.Accuracy, res.MacroF1, ev.LogLoss)
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f\n", "majority baseline", res.BaseAcc, res.BaseMacroF1)
-	fmt.Fprintf(out, "\ntime     %.1fs total: train %.1fs (%d steps, %.2f ms/step)\nrun      %s\n", res.Wall.Seconds(), trainTime.Seconds(), steps, 1e3*trainTime.Seconds()/float64(steps), dir)
+	fmt.Fprintf(out, "\ntime     %.1fs total: train %.1fs (%d steps: the first, with compilation, %.1fs; then %.2f ms/step, %.0f tokens/s)\nrun      %s\n",
+		res.Wall.Seconds(), trainTime.Seconds(), steps, r.first.Seconds(), 1e3*r.steady.Seconds()/float64(max(steps-1, 1)), float64(r.tokens)/r.steady.Seconds(), dir)
 	return res, nil
 }

@@ -177,9 +177,6 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	if err != nil {
 		return res, err
 	}
-	if cfg.Model.Layout != "" && len(spec.IDs) > 1 {
-		return res, fmt.Errorf("train: --layout %s trains on one device; data parallel over sequence batches is not supported yet (use --device gpu)", cfg.Model.Layout)
-	}
 	dir, err := newRunDir(cfg.RunsDir)
 	if err != nil {
 		return res, err
@@ -293,7 +290,23 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	mean, std := p.mean, p.std
 	sched, _ := train.ParseSchedule(cfg.Train.Schedule, cfg.Train.LR, int64(cfg.Train.Steps))
 	if cfg.Model.Layout != "" {
-		return trainSequences(ctx, cfg, p, m, stepper, st, man, dir, out, stderr, start)
+		n := max(1, len(spec.IDs))
+		if cfg.Train.BatchSize%n != 0 {
+			return res, fmt.Errorf("train: batch size %d does not split over %d GPUs", cfg.Train.BatchSize, n)
+		}
+		po, err := train.ParseParallelOptions(cfg.Train.DPStrategy, cfg.Train.DPReduce)
+		if err != nil {
+			return res, err
+		}
+		po.BucketBytes = int64(cfg.Train.DPBucketMB * 1e6)
+		runner, err := train.NewSeqRunner(stepper, st, norm, n, po)
+		if err != nil {
+			return res, err
+		}
+		if n > 1 {
+			fmt.Fprintf(out, "parallel %d GPUs, %s; each step's sequences split over them by %s, %d rows each\n", n, cfg.Train.DPStrategy, cfg.Data.SeqBalance, cfg.Train.BatchSize/n)
+		}
+		return trainSequences(ctx, cfg, p, m, stepper, runner, st, man, dir, out, stderr, start)
 	}
 
 	var rec *profile.Recorder

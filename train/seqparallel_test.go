@@ -1,0 +1,212 @@
+package train
+
+import (
+	"math"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/gomlx/compute/dtypes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/gallop-dev/gallop/batch"
+	"github.com/gallop-dev/gallop/data/feature"
+	"github.com/gallop-dev/gallop/device"
+	"github.com/gallop-dev/gallop/internal/gocpu"
+	"github.com/gallop-dev/gallop/model"
+)
+
+// seqSteps plans steps global steps of the fixture's series cut into
+// sequences of 2 to 24 events (lengths drawn at random), over ranks
+// data-parallel ranks of rows rows each, and assembles every rank's batch:
+// out[step][rank].
+func (f *fixture) seqSteps(t *testing.T, layout batch.Layout, ranks, rows, steps int) [][]*batch.SeqBatch {
+	t.Helper()
+	var seqs []batch.Seq
+	r := rand.New(rand.NewPCG(2, 3))
+	for at, n := 0, f.w.Series[0].Rows(); ; {
+		l := 2 + r.IntN(23)
+		if at+l > n {
+			break
+		}
+		seqs = append(seqs, batch.Seq{Start: uint32(at), End: uint32(at + l)})
+		at += l
+	}
+	sm, err := batch.NewSeqSampler(seqs, batch.SeqSamplerConfig{Layout: layout, Rows: rows, Len: 24, PadMultiple: 24,
+		Ranks: ranks, Bucket: ranks * rows, Order: batch.OrderRandom, Balance: batch.BalanceKK, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &batch.SeriesSource{Series: f.w.Series, F: feature.Count}
+	var out [][]*batch.SeqBatch
+	var plan batch.StepPlan
+	for range steps {
+		sm.Next(&plan)
+		var bs []*batch.SeqBatch
+		for r := range ranks {
+			b := sm.NewBatch(feature.Count)
+			if err := b.Assemble(src, sm.Seqs(), &plan.Ranks[r]); err != nil {
+				t.Fatal(err)
+			}
+			bs = append(bs, b)
+		}
+		out = append(out, bs)
+	}
+	return out
+}
+
+// stack is the one-device batch of bs stacked along the rows.
+func stack(bs []*batch.SeqBatch) (x, seg, y *tensors.Tensor) {
+	var xs []float32
+	var ss, ys []int32
+	rows := 0
+	for _, b := range bs {
+		xs, ss, ys = append(xs, b.X...), append(ss, b.Segments...), append(ys, b.Labels...)
+		rows += b.B
+	}
+	b := bs[0]
+	return tensors.FromFlatDataAndDimensions(xs, rows, b.T, b.F), tensors.FromFlatDataAndDimensions(ss, rows, b.T),
+		tensors.FromFlatDataAndDimensions(ys, rows, b.T)
+}
+
+// TestSeqReplicasStepOnOneDevice: the replicas strategy's sequence step,
+// built for one device (no collective), equals StepSeq bit for bit with a
+// float32 reduction, padded and packed; with bfloat16 it stays close.
+func TestSeqReplicasStepOnOneDevice(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gocpu.New()
+	m, _ := model.NewGRU(4, feature.Count, 8, 3)
+	const steps = 3
+	for _, layout := range []batch.Layout{batch.Padded, batch.Packed} {
+		batches := f.seqSteps(t, layout, 1, 6, steps)
+		ref := NewStepper(be, m, DefaultOptimizer())
+		sr := ref.NewState(7)
+		var want []float32
+		for i := range steps {
+			x, seg, y := stack(batches[i])
+			o, err := ref.StepSeq(sr, 1e-2, f.mean, f.std, x, seg, y)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, o.Value(o.Loss))
+		}
+		for _, reduce := range []dtypes.DType{dtypes.Float32, dtypes.BFloat16} {
+			s := NewStepper(be, m, DefaultOptimizer())
+			st := s.NewState(7)
+			s.fillAux(st)
+			exec := MustNewExec(be, s.seqReplicasGraph(1, ParallelOptions{Reduce: reduce, BucketBytes: 1024}))
+			for i := range steps {
+				x, seg, y := stack(batches[i])
+				o, err := s.runFused(exec, st, 1e-2, time.Time{}, f.mean, f.std, x, seg, y)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := o.Value(o.Loss)
+				switch {
+				case reduce == dtypes.Float32 && got != want[i]:
+					t.Errorf("%s, float32, step %d: loss %v, StepSeq %v", layout, i, got, want[i])
+				case math.Abs(float64(got-want[i])) > 1e-2*math.Abs(float64(want[i])):
+					t.Errorf("%s, %s, step %d: loss %v, StepSeq %v", layout, reduce, i, got, want[i])
+				}
+			}
+			d := maxParamDiff(sr, st)
+			if reduce == dtypes.Float32 && d != 0 {
+				t.Errorf("%s, float32: parameters differ from StepSeq's by up to %g", layout, d)
+			}
+			if reduce == dtypes.BFloat16 && (d == 0 || d > 1e-2) {
+				t.Errorf("%s, bfloat16: parameters differ from StepSeq's by %g, want small but nonzero (rounded gradients)", layout, d)
+			}
+		}
+	}
+}
+
+func maxParamDiff(a, b *State) float64 {
+	var d float64
+	for i := range a.Params {
+		x, y := tensors.MustCopyFlatData[float32](a.Params[i]), tensors.MustCopyFlatData[float32](b.Params[i])
+		for j := range x {
+			d = max(d, math.Abs(float64(x[j]-y[j])))
+		}
+	}
+	return d
+}
+
+// TestSeqParallelEqualsStacked runs on the devices named by
+// $GALLOP_TEST_DEVICES (e.g. "gpu:0,1"; skipped when unset, since GoMLX's
+// Go backend has one device): a data-parallel sequence step, each device
+// on its own rank's batch, under both strategies, trains like one device
+// on the ranks' batches stacked, although KK balancing leaves the ranks
+// with different numbers of labelled positions.
+func TestSeqParallelEqualsStacked(t *testing.T) {
+	name := os.Getenv("GALLOP_TEST_DEVICES")
+	if name == "" {
+		t.Skip("set GALLOP_TEST_DEVICES=gpu:0,1 to run on several devices")
+	}
+	spec, err := device.Parse(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Full float32 matmuls: with TF32 the one-device run on the stacked
+	// batch and the devices' runs on halves round differently (by ~1e-3).
+	be, _, err := device.Open(spec, device.Options{NoTF32: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(spec.IDs)
+	f := newFixture(t)
+	const steps = 4
+	// SGD: a parameter's difference is the learning rate times its
+	// gradients' (Adam's update would turn rounding noise in a near-zero
+	// gradient into a step of up to the learning rate).
+	opt := Optimizer{Name: "sgd", Momentum: 0.9, ClipNorm: 1}
+	gru, _ := model.NewGRU(4, feature.Count, 16, 3)
+	tf, _ := model.NewTransformer(24, feature.Count, 3, model.TransformerConfig{D: 16, Heads: 2, Layers: 1, FF: 32})
+	for _, m := range []model.Model{gru, tf} {
+		for _, layout := range []batch.Layout{batch.Padded, batch.Packed} {
+			batches := f.seqSteps(t, layout, n, 8, steps)
+			uneven := false
+			for _, bs := range batches {
+				uneven = uneven || bs[0].Stats.Labelled != bs[1].Stats.Labelled
+			}
+			if !uneven {
+				t.Fatalf("%s %s: every step's ranks hold equal labelled positions; the test needs uneven ones", m.Arch(), layout)
+			}
+			ref := NewStepper(be, m, opt)
+			sr := ref.NewState(3)
+			var want []float32
+			for i := range steps {
+				x, seg, y := stack(batches[i])
+				o, err := ref.StepSeq(sr, 0.05, f.mean, f.std, x, seg, y)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, o.Value(o.Loss))
+			}
+			for _, strat := range []Strategy{Sharding, Replicas} {
+				s := NewStepper(be, m, opt)
+				st := s.NewState(3)
+				r, err := NewSeqRunner(s, st, batch.Normalizer{Mean: tensors.MustCopyFlatData[float32](f.mean), Std: tensors.MustCopyFlatData[float32](f.std)},
+					n, ParallelOptions{Strategy: strat})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range steps {
+					o, err := r.Step(st, 0.05, batches[i])
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := o.Value(o.Loss); math.Abs(float64(got-want[i])) > 1e-5*math.Abs(float64(want[i])) {
+						t.Errorf("%s %s %s, step %d: loss %v, one device %v", m.Arch(), layout, strat, i, got, want[i])
+					}
+				}
+				if d := maxParamDiff(sr, st); d > 1e-5 {
+					t.Errorf("%s %s %s: parameters after %d steps differ from one device's by up to %g", m.Arch(), layout, strat, steps, d)
+				} else {
+					t.Logf("%s %s %s: losses within 1e-5 relative, parameters within %.1e of one device's", m.Arch(), layout, strat, d)
+				}
+			}
+		}
+	}
+}
