@@ -94,6 +94,8 @@ type Manifest struct {
 	Data Data `json:"data,omitzero"`
 	// World describes the distributed layout.
 	World World `json:"world,omitzero"`
+	// ResumedFrom names the checkpoint a resumed run started from.
+	ResumedFrom *Resume `json:"resumed_from,omitempty"`
 	// Outcome is how the run went; it is updated by Finish.
 	Outcome Outcome `json:"outcome"`
 
@@ -577,4 +579,13 @@ func scrubJSON(b []byte, secrets []string) []byte {
 		}
 	}
 	return b
+}
+
+// Resume identifies the checkpoint a run resumed from.
+type Resume struct {
+	Run        string `json:"run"`        // the run directory that wrote it
+	RunID      string `json:"run_id"`     // its run ID
+	Checkpoint string `json:"checkpoint"` // the checkpoint file
+	SHA256     string `json:"sha256"`     // of the checkpoint file
+	Step       int64  `json:"step"`       // optimizer steps done when it was written
 }

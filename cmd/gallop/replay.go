@@ -91,6 +91,17 @@ func Replay(ctx context.Context, dir string, opt replayOptions, stdout, stderr i
 		fmt.Fprintln(stderr, msg+"\n(--force: replaying anyway)")
 		return nil
 	}
+	if r := rec.ResumedFrom; r != nil {
+		// A resumed run is replayed from the same checkpoint.
+		sum, err := manifest.HashFile(r.Checkpoint)
+		if err != nil {
+			return res, fmt.Errorf("replay: the run resumed from a checkpoint that is gone: %w", err)
+		}
+		if sum != r.SHA256 {
+			return res, fmt.Errorf("replay: checkpoint %s changed since the run resumed from it (sha256 %s, recorded %s)", r.Checkpoint, sum, r.SHA256)
+		}
+		topt.resumeCkpt, topt.resumeRun = r.Checkpoint, r.Run
+	}
 	tr, err := Train(ctx, cfg, topt, stderr)
 	res.RunDir = tr.RunDir
 	if err != nil {

@@ -30,6 +30,9 @@ type seqRun struct {
 	s        *train.Stepper
 	runner   *train.SeqRunner // one device or several (data parallel)
 	st       *train.State
+	resumed  *train.Checkpoint // the checkpoint the run continues from, or nil
+	onStep   func(step int64)  // trainOptions.onStep
+	dir      string
 	out, log io.Writer
 	enc      *json.Encoder
 	// The first step (compiling the step) is timed apart from the others,
@@ -96,8 +99,11 @@ func (r *seqRun) sampler(seqs []batch.Seq, order batch.Order, seed uint64, ranks
 		Balance: bal, Order: order, Seed: seed})
 }
 
-// run trains for cfg.Train.Steps steps, each over every device's rank.
-func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, error) {
+// run trains from the state's step to cfg.Train.Steps, each step over
+// every device's rank, checkpointing every train.checkpoint_every steps
+// with the samplers' state; it returns the steps run and the last
+// checkpoint.
+func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string, error) {
 	c := r.cfg
 	n := r.runner.Devices()
 	order := map[bool]batch.Order{true: batch.OrderBucketed, false: batch.OrderRandom}[c.Model.Layout == "padded"]
@@ -108,10 +114,17 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, error) 
 	for d := range loaders {
 		sm, err := r.sampler(trainSeqs, order, c.Seed, n)
 		if err != nil {
-			return 0, err
+			return 0, "", err
+		}
+		if r.resumed != nil {
+			// The epoch's global order and position carry over, whatever
+			// the number of ranks that wrote the checkpoint.
+			if err := sm.Restore(r.resumed.Sampler); err != nil {
+				return 0, "", fmt.Errorf("resume: %w", err)
+			}
 		}
 		if loaders[d], err = batch.NewSeqLoader(ctx, src, sm, batch.SeqLoaderConfig{Rank: d, Prefetch: c.Train.Prefetch, Workers: 2}); err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		defer loaders[d].Close()
 	}
@@ -120,14 +133,19 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, error) 
 		OnValue: trainLine(r.enc, nil, r.log)})
 	var epoch seqEpoch
 	curEpoch, ids := 0, make([]int32, 0, 1024)
+	if r.resumed != nil {
+		curEpoch = r.resumed.Sampler.Epoch
+	}
 	bs := make([]*batch.SeqBatch, n)
+	var lastCkpt string
+	from := r.st.Step
 	start := time.Now()
-	for step := int64(0); step < int64(c.Train.Steps); step++ {
+	for step := from; step < int64(c.Train.Steps); step++ {
 		for d, ld := range loaders {
 			b, err := ld.Next(ctx)
 			if err != nil {
 				w.Close()
-				return step, fmt.Errorf("train: step %d, rank %d: %w", step, d, err)
+				return step - from, lastCkpt, fmt.Errorf("train: step %d, rank %d: %w", step, d, err)
 			}
 			bs[d] = b
 		}
@@ -139,14 +157,15 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, error) 
 		out, err := r.runner.Step(r.st, sched.LR(step), bs)
 		if err != nil {
 			w.Close()
-			return step, err
+			return step - from, lastCkpt, err
 		}
-		if step == 0 {
+		if step == from {
 			r.first = time.Since(start)
 		}
+		samplerState := bs[0].State // every rank's sampler plans the same steps
 		ids = ids[:0]
 		for d, b := range bs {
-			if step > 0 {
+			if step > from {
 				r.tokens += int64(b.Stats.Tokens)
 			}
 			for _, pl := range b.Places {
@@ -157,7 +176,17 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, error) 
 		w.Observe(out, ids)
 		if gerr := w.Err(); gerr != nil {
 			w.Close()
-			return step, fmt.Errorf("train: guard: %w (sample ids are training sequence indices)", gerr)
+			return step - from, lastCkpt, fmt.Errorf("train: guard: %w (sample ids are training sequence indices)", gerr)
+		}
+		if r.onStep != nil {
+			r.onStep(step)
+		}
+		if last := step+1 == int64(c.Train.Steps); last || (c.Train.CheckpointEvery > 0 && (step+1)%int64(c.Train.CheckpointEvery) == 0) {
+			if lastCkpt, err = train.SaveCheckpoint(filepath.Join(r.dir, "checkpoints"), r.m, r.st,
+				train.Checkpoint{Sampler: samplerState, Seed: c.Seed}, c.Train.KeepCheckpoints); err != nil {
+				w.Close()
+				return step - from, lastCkpt, err
+			}
 		}
 		if (step+1)%max(1, int64(c.Train.Steps)/10) == 0 {
 			fmt.Fprintf(r.log, "train    step %d/%d  loss %.4f  %.0fs\n", step+1, c.Train.Steps, w.Last().Loss, time.Since(start).Seconds())
@@ -166,7 +195,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, error) 
 	r.logEpoch(curEpoch, &epoch)
 	err := w.Close()
 	r.steady = time.Since(start) - r.first
-	return int64(c.Train.Steps), err
+	return int64(c.Train.Steps) - from, lastCkpt, err
 }
 
 // seqEpoch accumulates an epoch's batches over every rank.
@@ -239,14 +268,14 @@ func (r *seqRun) eval(ctx context.Context, valSeqs []batch.Seq) (train.EvalResul
 
 // trainSequences is gallop train's path for --layout padded|packed.
 func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model, s *train.Stepper, runner *train.SeqRunner, st *train.State,
-	man *manifest.Manifest, dir string, out, stderr io.Writer, start time.Time) (Result, error) {
+	resumed *train.Checkpoint, onStep func(int64), man *manifest.Manifest, dir string, out, stderr io.Writer, start time.Time) (Result, error) {
 	res := Result{RunDir: dir}
 	f, err := os.Create(filepath.Join(dir, "metrics.jsonl"))
 	if err != nil {
 		return res, err
 	}
 	defer f.Close()
-	r := &seqRun{cfg: cfg, p: p, m: m, s: s, runner: runner, st: st, out: out, log: stderr, enc: json.NewEncoder(f)}
+	r := &seqRun{cfg: cfg, p: p, m: m, s: s, runner: runner, st: st, resumed: resumed, onStep: onStep, dir: dir, out: out, log: stderr, enc: json.NewEncoder(f)}
 	trainSeqs, valSeqs, err := r.seqs()
 	if err != nil {
 		return res, err
@@ -254,22 +283,18 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 	fmt.Fprintf(out, "seqs     %d training and %d validation sequences of up to %d events (%s layout, %d rows per batch)\n",
 		len(trainSeqs), len(valSeqs), cfg.Data.SeqLen, cfg.Model.Layout, cfg.Train.BatchSize)
 	t0 := time.Now()
-	steps, err := r.run(ctx, trainSeqs)
+	steps, ckpt, err := r.run(ctx, trainSeqs)
 	if err != nil {
 		return res, err
 	}
 	trainTime := time.Since(t0)
-	ckpt, err := train.SaveCheckpoint(filepath.Join(dir, "checkpoints"), m, st, train.Checkpoint{Seed: cfg.Seed}, cfg.Train.KeepCheckpoints)
-	if err != nil {
-		return res, err
-	}
 	ev, err := r.eval(ctx, valSeqs)
 	if err != nil {
 		return res, err
 	}
 	conf, base := ev.Confusion, ev.Confusion.Majority()
-	r.enc.Encode(map[string]any{"step": steps - 1, "split": "val", "accuracy": conf.Accuracy(), "macro_f1": conf.MacroF1(), "log_loss": ev.LogLoss, "final": true})
-	res.Accuracy, res.MacroF1, res.BaseAcc, res.BaseMacroF1, res.LogLoss, res.Steps = conf.Accuracy(), conf.MacroF1(), base.Accuracy(), base.MacroF1(), ev.LogLoss, steps
+	r.enc.Encode(map[string]any{"step": st.Step - 1, "split": "val", "accuracy": conf.Accuracy(), "macro_f1": conf.MacroF1(), "log_loss": ev.LogLoss, "final": true})
+	res.Accuracy, res.MacroF1, res.BaseAcc, res.BaseMacroF1, res.LogLoss, res.Steps = conf.Accuracy(), conf.MacroF1(), base.Accuracy(), base.MacroF1(), ev.LogLoss, st.Step
 	man.Outcome.Metrics = manifest.Metrics{"val_accuracy": res.Accuracy, "val_macro_f1": res.MacroF1, "val_log_loss": ev.LogLoss,
 		"baseline_accuracy": res.BaseAcc, "baseline_macro_f1": res.BaseMacroF1}
 	man.Outcome.Checkpoint = ckpt

@@ -62,6 +62,13 @@ type trainOptions struct {
 	lrFind bool
 	// noTF32 asks XLA for full-float32 matmuls on GPUs.
 	noTF32 bool
+	// resume (--resume) is a run directory or checkpoint to continue
+	// from; cmdTrain resolves it into resumeCkpt, written by the run in
+	// resumeRun, whose config the run takes.
+	resume, resumeCkpt, resumeRun string
+	// onStep, if set, runs after every optimizer step of the fixed-window
+	// loop (tests interrupt a run with it).
+	onStep func(step int64)
 }
 
 // maxRollbacks bounds on_nonfinite = "rollback": a fault that survives this
@@ -77,6 +84,8 @@ func cmdTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
 		fs.BoolVar(&o.noTF32, "no-tf32", false, "GPU: full float32 matmuls instead of TF32 (XLA's default)")
 		fs.BoolVar(&o.lrFind, "lr-find", false, "run the learning-rate finder first and use its suggestion (valley) as --lr")
+		fs.StringVar(&o.resume, "resume", "", "continue a run from its newest checkpoint (a run directory) or from a checkpoint file, with its recorded config;\n"+
+			"flags may change where it runs and how it is observed (--device, --profile, --eval-every, ...), not what it computes")
 		trainFlags(fs, c)
 	}
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
@@ -91,6 +100,9 @@ func cmdTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("train: unexpected argument %q (flags only)", fs.Arg(0))
+	}
+	if opt.resume != "" {
+		return resumeTrain(ctx, args, opt, bind, stdout, stderr)
 	}
 	if opt.configPath != "" {
 		// The file first, then the same flags again so they win.
@@ -287,6 +299,28 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		fmt.Fprintf(out, "lr-find  valley %s, steepest %s (%s, %.1fs): using %s\n", fmtLR(r.Valley), fmtLR(r.Steepest), r.Stopped, time.Since(t).Seconds(), fmtLR(r.Valley))
 	}
 	st := stepper.NewState(cfg.Seed)
+	var resumed *train.Checkpoint
+	if opt.resumeCkpt != "" {
+		ns, ck, err := train.LoadCheckpoint(opt.resumeCkpt, m)
+		switch {
+		case err != nil:
+			return res, fmt.Errorf("resume: %w", err)
+		case ck.Seed != cfg.Seed:
+			return res, fmt.Errorf("resume: %s was written by a run with seed %d, the config says %d", opt.resumeCkpt, ck.Seed, cfg.Seed)
+		case ck.Step >= int64(cfg.Train.Steps):
+			return res, fmt.Errorf("resume: %s is at step %d: the run's %d steps are done", opt.resumeCkpt, ck.Step, cfg.Train.Steps)
+		case ck.Step%int64(cfg.Train.StepsPerCall) != 0:
+			return res, fmt.Errorf("resume: %s is at step %d, not a multiple of train.steps_per_call = %d", opt.resumeCkpt, ck.Step, cfg.Train.StepsPerCall)
+		}
+		if man.ResumedFrom, err = resumeRecord(opt.resumeCkpt, opt.resumeRun, ck.Step); err != nil {
+			return res, err
+		}
+		if err := man.Write(dir); err != nil {
+			return res, err
+		}
+		st, resumed = ns, &ck
+		fmt.Fprintf(out, "resume   %s at step %d of %d (epoch %d, %d samples into it)\n", opt.resumeCkpt, ck.Step, cfg.Train.Steps, ck.Sampler.Epoch, ck.Sampler.Pos)
+	}
 	mean, std := p.mean, p.std
 	sched, _ := train.ParseSchedule(cfg.Train.Schedule, cfg.Train.LR, int64(cfg.Train.Steps))
 	if cfg.Model.Layout != "" {
@@ -306,7 +340,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		if n > 1 {
 			fmt.Fprintf(out, "parallel %d GPUs, %s; each step's sequences split over them by %s, %d rows each\n", n, cfg.Train.DPStrategy, cfg.Data.SeqBalance, cfg.Train.BatchSize/n)
 		}
-		return trainSequences(ctx, cfg, p, m, stepper, runner, st, man, dir, out, stderr, start)
+		return trainSequences(ctx, cfg, p, m, stepper, runner, st, resumed, opt.onStep, man, dir, out, stderr, start)
 	}
 
 	var rec *profile.Recorder
@@ -383,6 +417,11 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		}
 	}
 	sampler := batch.NewSampler(len(split.Train), cfg.Seed, true)
+	if resumed != nil {
+		if err := sampler.Restore(resumed.Sampler); err != nil {
+			return res, fmt.Errorf("resume: %s: %w", opt.resumeCkpt, err)
+		}
+	}
 	loader, err := batch.NewLoader(ctx, win, split.Train, sampler, lcfg)
 	if err != nil {
 		return res, err
@@ -413,7 +452,8 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		}
 	}()
 
-	bar, logLines := newProgress(opt.quiet, stderr, cfg.Train.Steps)
+	startStep := st.Step // 0, or the resumed checkpoint's
+	bar, logLines := newProgress(opt.quiet, stderr, cfg.Train.Steps-int(startStep))
 	eval := &train.Evaluator{W: win, Refs: split.Val, BatchSize: 1024, Classes: len(feature.ClassNames)}
 	ckptDir := filepath.Join(dir, "checkpoints")
 	samplesPerStep := cfg.Train.BatchSize * cfg.Train.Accumulate
@@ -427,7 +467,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	disp := &dispatcher{stepper: stepper, runner: runner, mean: mean, std: std,
 		loader: loader, watcher: watcher, rec: rec, perCall: cfg.Train.StepsPerCall}
 	trainStart := time.Now()
-	for step := int64(0); step < int64(cfg.Train.Steps); step++ {
+	for step := startStep; step < int64(cfg.Train.Steps); step++ {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
@@ -522,10 +562,13 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		if rec != nil && (step+1)%K == 0 {
 			rec.EndStep(int(K)*samplesPerStep, int(K)*eventsPerStep)
 		}
-		progress(bar, logLines, stderr, watcher.Last(), step, cfg.Train.Steps, eventsPerStep, trainStart)
+		progress(bar, logLines, stderr, watcher.Last(), step, startStep, cfg.Train.Steps, eventsPerStep, trainStart)
+		if opt.onStep != nil {
+			opt.onStep(step)
+		}
 	}
 	trainTime := time.Since(trainStart)
-	stepsRun := st.Step
+	stepsRun := st.Step - startStep
 	if bar != nil {
 		bar.Finish()
 	}
@@ -695,15 +738,16 @@ func newProgress(quiet bool, stderr io.Writer, steps int) (*progressbar.Progress
 	), false
 }
 
-func progress(bar *progressbar.ProgressBar, logLines bool, w io.Writer, v guard.Value, step int64, steps, eventsPerStep int, start time.Time) {
+func progress(bar *progressbar.ProgressBar, logLines bool, w io.Writer, v guard.Value, step, from int64, steps, eventsPerStep int, start time.Time) {
 	el := time.Since(start).Seconds()
-	rate := si(float64(eventsPerStep) * float64(step+1) / el)
+	done := float64(step + 1 - from)
+	rate := si(float64(eventsPerStep) * done / el)
 	if bar != nil {
 		bar.Describe(fmt.Sprintf("train loss %.4f  %s events/s", v.Loss, rate))
 		bar.Add(1)
 	}
 	if logLines && ((step+1)*10)%int64(steps) < 10 {
-		eta := el / float64(step+1) * float64(int64(steps)-step-1)
+		eta := el / done * float64(int64(steps)-step-1)
 		fmt.Fprintf(w, "train    step %d/%d  loss %.4f  %s events/s  elapsed %.0fs  eta %.0fs\n", step+1, steps, v.Loss, rate, el, eta)
 	}
 }
