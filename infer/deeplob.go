@@ -1,6 +1,9 @@
 package infer
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
 
 // deeplobColumns is the width of DeepLOB's book image: ask_d, ask_q, bid_d,
 // bid_q of 10 levels.
@@ -105,6 +108,10 @@ type DeepLOB struct {
 	width                                     [dlNodes + 1]int
 	lo, hi                                    [dlNodes + 1]int // positions of a window that depend on the padding, at each end
 	simd                                      bool
+	// zeroStart is a settled stream after Window-1 zero events, computed
+	// once (on the first carried Reset) and copied by every carried Reset.
+	zeroOnce  sync.Once
+	zeroStart *DeepLOBStream
 }
 
 // Indices into DeepLOB.convs.
@@ -221,8 +228,9 @@ type DeepLOBStream struct {
 	h, c, g    []float32 // LSTM state [H], [H] and gates [4H]
 	start      int       // the absolute position of the window being computed
 	lstmPos    int       // LSTM steps taken in that window
-	n          int       // events since Reset
+	n          int       // events since Reset (in ModeCarried, with the Window-1 zero events)
 	owed       bool      // the next window's first steps are not done
+	carried    bool      // ModeCarried
 }
 
 // NewStream returns an empty stream over e.
@@ -240,11 +248,59 @@ func (e *DeepLOB) NewStream() *DeepLOBStream {
 	return s
 }
 
-// Reset forgets all events, as if the stream were new.
-func (s *DeepLOBStream) Reset() { s.n, s.owed = 0, false }
+// NewStreamMode returns an empty stream over e in mode: ModeWindow (as
+// NewStream) or ModeCarried, in which Push yields logits from the first
+// event since Reset: those of model.DeepLOB.ForwardSeq over the events
+// since Reset as one sequence, i.e. of the window of the last Window
+// events, where the events before Reset are zeros after normalisation
+// (each feature at its mean). Reset then pushes Window-1 such events, one
+// new column of every layer each (no LSTM step): that costs about Window-1
+// times a column's work, once per engine; each Reset copies the state
+// state (about 1 MB for the paper's sizes and a window of 100).
+func (e *DeepLOB) NewStreamMode(mode Mode) (*DeepLOBStream, error) {
+	if mode != ModeWindow && mode != ModeCarried {
+		return nil, fmt.Errorf("infer: DeepLOB stream in mode %s: want window or carried", mode)
+	}
+	s := e.NewStream()
+	s.carried = mode == ModeCarried
+	s.Reset()
+	return s, nil
+}
 
-// Ready reports whether Window events are in since Reset, so that Push
-// yields logits.
+// Reset forgets all events, as if the stream were new.
+func (s *DeepLOBStream) Reset() {
+	s.n, s.owed = 0, false
+	if !s.carried {
+		return
+	}
+	z := s.e.zeroState()
+	for k := 1; k <= dlNodes; k++ {
+		copy(s.ring[k], z.ring[k])
+		copy(s.edge[k], z.edge[k])
+	}
+	copy(s.h, z.h)
+	copy(s.c, z.c)
+	s.start, s.lstmPos, s.n = z.start, z.lstmPos, z.n
+}
+
+// zeroState returns a stream that has taken Window-1 zero events and is
+// settled (owes nothing): where a carried stream starts.
+func (e *DeepLOB) zeroState() *DeepLOBStream {
+	e.zeroOnce.Do(func() {
+		z := e.NewStream()
+		for range e.window - 1 {
+			z.Settle()
+			clear(z.x)
+			z.step(nil) // not ready: no logits
+		}
+		z.Settle()
+		e.zeroStart = z
+	})
+	return e.zeroStart
+}
+
+// Ready reports whether Push yields logits: once Window events are in
+// since Reset (in ModeCarried, once any is).
 func (s *DeepLOBStream) Ready() bool { return s.n >= s.e.window }
 
 // split reports whether a window's first positions and LSTM steps can be
@@ -262,6 +318,13 @@ func (s *DeepLOBStream) Push(features, logits []float32) (ready bool) {
 	for i, j := range e.index {
 		s.x[i] = (features[j] - e.mean[i]) * e.invStd[i]
 	}
+	return s.step(logits)
+}
+
+// step adds the event in s.x (normalised) and, once Window events are in,
+// writes the logits.
+func (s *DeepLOBStream) step(logits []float32) bool {
+	e := s.e
 	t := s.n
 	s.n++
 	s.columns(t)

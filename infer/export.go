@@ -222,11 +222,11 @@ const (
 	// the forward the model was trained and validated with. Every
 	// architecture has it.
 	ModeWindow Mode = iota
-	// ModeCarried (gru, mlp): each Push yields the logits of the model's
-	// ForwardSeq over all events since Reset as one sequence. The GRU
-	// carries its state from event to event, one cell step per event; the
-	// MLP yields from the first event, a window's events before Reset at
-	// the features' means.
+	// ModeCarried (gru, mlp, deeplob): each Push yields the logits of the
+	// model's ForwardSeq over all events since Reset as one sequence. The
+	// GRU carries its state from event to event, one cell step per event;
+	// the MLP and DeepLOB yield from the first event, a window's events
+	// before Reset at the features' means.
 	ModeCarried
 	// ModeSegment (transformer): a key-value cache over segments of Window
 	// events: each Push yields the logits of model.Transformer's ForwardSeq
@@ -250,7 +250,7 @@ func (md Mode) String() string {
 
 // NewStreamer returns a new stream over m in the given mode: an MLP's
 // Stream (ModeWindow, ModeCarried), a GRUStream (ModeWindow, ModeCarried), a
-// DeepLOBStream (ModeWindow) or a TransformerStream (ModeWindow,
+// DeepLOBStream (ModeWindow, ModeCarried) or a TransformerStream (ModeWindow,
 // ModeSegment). It prepares a new engine each call; to serve many
 // instruments, prepare the engine once with Streams (or NewMLP, NewGRU, ...)
 // and make one stream per instrument from it.
@@ -296,14 +296,17 @@ func Streams(m *Model, mode Mode, o Options) (func() Streamer, error) {
 		}
 		return func() Streamer { return e.NewStream(mode) }, nil
 	case ArchDeepLOB:
-		if mode != ModeWindow {
+		if mode != ModeWindow && mode != ModeCarried {
 			return nil, bad()
 		}
 		e, err := NewDeepLOB(m)
 		if err != nil {
 			return nil, err
 		}
-		return func() Streamer { return e.NewStream() }, nil
+		return func() Streamer {
+			s, _ := e.NewStreamMode(mode) // mode checked above
+			return s
+		}, nil
 	case ArchTransformer:
 		if mode != ModeWindow && mode != ModeSegment {
 			return nil, bad()

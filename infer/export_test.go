@@ -400,7 +400,7 @@ func TestNewStreamer(t *testing.T) {
 	}{
 		{mlp, ModeWindow, true}, {mlp, ModeCarried, true}, {mlp, ModeSegment, false},
 		{gru, ModeWindow, true}, {gru, ModeCarried, true}, {gru, ModeSegment, false},
-		{dl, ModeWindow, true}, {dl, ModeCarried, false},
+		{dl, ModeWindow, true}, {dl, ModeCarried, true}, {dl, ModeSegment, false},
 		{tr, ModeWindow, true}, {tr, ModeSegment, true}, {tr, ModeCarried, false},
 	} {
 		s, err := NewStreamer(tc.m, tc.mode)

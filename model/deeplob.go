@@ -59,12 +59,13 @@ type DeepLOBConfig struct {
 // faster than its direct convolution. Kernels are stored as Keras's
 // [kh, kw, in, out] (HWIO).
 //
-// DeepLOB takes fixed windows and is not a SequenceModel: its 'same'
-// convolutions let event t see events t+1 and t+2 of the window, which is
-// harmless when only the window's last event is predicted but would leak
-// the future into per-position outputs over a sequence. Variable-length
-// sequences (padded or packed) train the GRU and the transformer, whose
-// outputs at a position depend only on the events before it.
+// Over variable-length sequences (ForwardSeq) DeepLOB runs on a window per
+// position, not once over the sequence: its 'same' convolutions let event
+// t see events t+1 and t+2 of its input, which is harmless when only the
+// window's last event is predicted but would leak the future into
+// per-position outputs computed in one pass. Each labelled position costs
+// a whole window's forward (T times a window batch's work for T
+// positions), as in training on fixed windows ending at every event.
 //
 // The LSTM (Hochreiter and Schmidhuber 1997) has no peepholes, gates in the
 // order i, f, g, o along the 4H axis and one bias, as Keras's:
@@ -206,6 +207,22 @@ func (m *DeepLOB) Forward(params []*Node, mean, std, x *Node) *Node {
 	nc := 2 * len(m.convs())
 	h = m.lstm(params[nc:nc+3], m.features(params[:nc], h))
 	return linear(h, params[nc+3], params[nc+4])
+}
+
+// ForwardSeq implements SequenceModel as the MLP does: the window at a
+// position is the W events of its own sequence that end there, padding
+// inside the sequence skipped, the events before the sequence's start
+// zeros after normalisation (each feature at its mean); the logits there
+// are Forward's of that window. It runs Forward over B·T windows.
+func (m *DeepLOB) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node {
+	d := x.Shape().Dimensions
+	b, t := d[0], d[1]
+	h := gatherColumns(Normalize(x, mean, std), m.Index) // [B, T, 40]
+	win := Stack(seqWindowRows(h, segments, m.W), 2)     // [B, T, W, 40]
+	img := Reshape(win, b*t, m.W, len(m.Index), 1)
+	nc := 2 * len(m.convs())
+	out := linear(m.lstm(params[nc:nc+3], m.features(params[:nc], img)), params[nc+3], params[nc+4])
+	return Reshape(out, b, t, out.Shape().Dimensions[1])
 }
 
 // image gathers the 40 book columns of x [B, T, F] into [B, T, 40, 1].

@@ -8,6 +8,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/gallop-dev/gallop/data/feature"
 	"github.com/gallop-dev/gallop/model"
 )
 
@@ -26,9 +27,27 @@ func TestMLPPacking(t *testing.T) {
 // window of the sequence's events ending there, the events before the
 // sequence's start taken at the features' means.
 func TestMLPForwardSeqIsForward(t *testing.T) {
+	m, _ := model.NewMLP(4, 3, []int{6}, 3)
+	forwardSeqIsForward(t, m, 4, 3)
+}
+
+// TestDeepLOBForwardSeqIsForward: the same for DeepLOB, whose ForwardSeq
+// runs a window per position.
+func TestDeepLOBForwardSeqIsForward(t *testing.T) {
+	dl, err := model.NewDeepLOB(5, feature.Names, 3, model.DeepLOBConfig{Conv: 3, Inception: 2, Hidden: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forwardSeqIsForward(t, dl, 5, feature.Count)
+}
+
+func forwardSeqIsForward(t *testing.T, m interface {
+	model.SequenceModel
+	model.Model
+}, w, f int) {
+	t.Helper()
 	be := newBackend(t)
-	const w, f, tt = 4, 3, 10
-	m, _ := model.NewMLP(w, f, []int{6}, 3)
+	const tt = 10
 	r := rand.New(rand.NewPCG(3, 4))
 	mean, std := make([]float64, f), make([]float64, f)
 	for j := range f {
@@ -77,4 +96,12 @@ func TestMLPForwardSeqIsForward(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestDeepLOBPacking(t *testing.T) {
+	dl, err := model.NewDeepLOB(4, feature.Names, 3, model.DeepLOBConfig{Conv: 3, Inception: 2, Hidden: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	packingParity(t, dl, feature.Count)
 }

@@ -162,18 +162,31 @@ func (m *MLP) dense(params []*Node, h *Node) *Node {
 // the sequence skipped; where the sequence has fewer than W events so far,
 // the missing ones are zeros after normalisation (each feature at its
 // mean). From a sequence's W-th event on, a position's logits are Forward's
-// of that window. Positions are ranked among the row's events (padding
-// skipped) and each window row is gathered by rank: one [B, T, T]
-// comparison gives each position's index within its sequence, the rest is
-// O(W·B·T).
+// of that window (see seqWindowRows).
 func (m *MLP) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node {
 	d := x.Shape().Dimensions
 	b, t := d[0], d[1]
-	g := x.Graph()
 	h := Normalize(x, mean, std) // [B, T, F]
 	if m.Index != nil {
 		h = gatherColumns(h, m.Index)
 	}
+	n := m.W * m.inputs()
+	out := m.dense(params, Reshape(Concatenate(seqWindowRows(h, segments, m.W), -1), b*t, n))
+	return Reshape(out, b, t, m.Layers[len(m.Layers)-1])
+}
+
+// seqWindowRows returns, for h [B, T, F'] and segments [B, T] (see
+// SequenceModel), the W rows of every position's window, oldest first, each
+// [B, T, F']: row W-1-j holds the event j events before the position in its
+// own sequence (padding inside the sequence skipped), or zeros where the
+// sequence has fewer events so far. Positions are ranked among the row's
+// events (padding skipped) and each window row is gathered by rank: one
+// [B, T, T] comparison gives each position's index within its sequence,
+// the rest is O(W·B·T).
+func seqWindowRows(h, segments *Node, w int) []*Node {
+	d := h.Shape().Dimensions
+	b, t := d[0], d[1]
+	g := h.Graph()
 	i32 := dtypes.Int32
 	_, pos := causalSegments(segments)
 	// rank: the position's rank among its row's events; at[r] the position
@@ -184,15 +197,13 @@ func (m *MLP) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node {
 	index := func(col *Node) *Node { return Concatenate([]*Node{rowIDs, ExpandAxes(col, -1)}, -1) } // [B, T, 2]
 	at := ScatterSum(Zeros(g, shapes.Make(i32, b, t)), index(MaxScalar(rank, 0)),
 		Mul(Iota(g, shapes.Make(i32, b, t), 1), event), false, false)
-	rows := make([]*Node, m.W)
-	for j := range m.W {
+	rows := make([]*Node, w)
+	for j := range w {
 		k := Gather(at, index(MaxScalar(AddScalar(rank, float64(-j)), 0))) // [B, T]
 		has := ConvertDType(GreaterOrEqual(pos, Scalar(g, i32, j)), h.DType())
-		rows[m.W-1-j] = Mul(Gather(h, index(k)), ExpandAxes(has, -1))
+		rows[w-1-j] = Mul(Gather(h, index(k)), ExpandAxes(has, -1))
 	}
-	n := m.W * m.inputs()
-	out := m.dense(params, Reshape(Concatenate(rows, -1), b*t, n))
-	return Reshape(out, b, t, m.Layers[len(m.Layers)-1])
+	return rows
 }
 
 // causalSegments returns, for segments [B, T] (see SequenceModel), mask

@@ -85,12 +85,15 @@ func TestStepSeqPaddedEqualsPacked(t *testing.T) {
 			t.Fatalf("update differs at %d: %v vs %v", i, params[0][i], params[1][i])
 		}
 	}
-	// DeepLOB is not a sequence model.
+	// A model without ForwardSeq is refused.
 	dl, err := model.NewDeepLOB(10, feature.Names, 3, model.DeepLOBConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewStepper(be, dl, DefaultOptimizer()).StepSeq(nil, 1, mean, std, nil, nil, nil); err == nil {
-		t.Fatal("DeepLOB accepted sequence batches")
+	if _, err := NewStepper(be, windowsOnly{dl}, DefaultOptimizer()).StepSeq(nil, 1, mean, std, nil, nil, nil); err == nil {
+		t.Fatal("a model without ForwardSeq accepted sequence batches")
 	}
 }
+
+// windowsOnly hides a model's ForwardSeq: a model of fixed windows only.
+type windowsOnly struct{ model.Model }

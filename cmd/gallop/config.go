@@ -60,9 +60,11 @@ type DataConfig struct {
 // ModelConfig chooses the model.
 type ModelConfig struct {
 	Arch string `toml:"arch" json:"arch"`
-	// Layout, for mlp, gru and transformer: "" trains on fixed windows; "padded"
-	// or "packed" trains on variable-length sequences (data.seq_len,
-	// data.seq_bucket_ms) in that layout.
+	// Layout: "" trains on fixed windows; "padded" or "packed" trains on
+	// variable-length sequences (data.seq_len, data.seq_bucket_ms) in that
+	// layout, every labelled position of a sequence predicted from its
+	// events up to there (the MLP and DeepLOB from a window of them ending
+	// there, the GRU and the transformer from all of them).
 	Layout string `toml:"layout" json:"layout"`
 	Hidden []int  `toml:"hidden" json:"hidden"`
 	// Inputs, for the mlp: "all" feeds every feature of each event; "book"
@@ -192,8 +194,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: train.batch_size = %d, want >= 1", t.BatchSize)
 	case t.LR <= 0:
 		return fmt.Errorf("config: train.lr = %g, want > 0", t.LR)
-	case c.Model.Layout != "" && c.Model.Arch == "deeplob":
-		return fmt.Errorf("config: model.layout = %q needs a model of sequences (mlp, gru or transformer), not deeplob: its 'same' convolutions would see later events of the sequence", c.Model.Layout)
 	case c.Model.Layout != "" && c.Model.Layout != "padded" && c.Model.Layout != "packed":
 		return fmt.Errorf("config: model.layout = %q: want padded or packed", c.Model.Layout)
 	case d.SeqBalance != "none" && d.SeqBalance != "lpt" && d.SeqBalance != "kk":
@@ -330,7 +330,7 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.Float64Var(&c.Data.ValFrac, "val-frac", c.Data.ValFrac, "with > 0: a validation block of this share after the training rows, then a test block")
 	fs.BoolVar(&c.Train.SelectBest, "select-best", c.Train.SelectBest, "keep and report the state with the best validation macro-F1 (early stopping)")
 	fs.IntVar(&c.Data.Embargo, "embargo", c.Data.Embargo, "rows skipped after the train/validation cut")
-	fs.StringVar(&c.Model.Layout, "layout", c.Model.Layout, "mlp, gru or transformer on variable-length sequences: padded or packed (default: fixed windows)")
+	fs.StringVar(&c.Model.Layout, "layout", c.Model.Layout, "train on variable-length sequences, padded or packed (default: fixed windows); DeepLOB and the MLP run a window per position")
 	fs.IntVar(&c.Data.SeqLen, "seq-len", c.Data.SeqLen, "longest sequence (events) with --layout; the transformer needs <= --window")
 	fs.StringVar(&c.Data.SeqBalance, "seq-balance", c.Data.SeqBalance, "with --layout on several GPUs, how a step's sequences are split over them: kk, lpt or none")
 	fs.StringVar(&c.Model.Arch, "arch", c.Model.Arch, "model: mlp, deeplob (Zhang et al. 2019), gru or transformer")
