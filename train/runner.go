@@ -194,6 +194,10 @@ func NewSeqRunner(s *Stepper, st *State, norm batch.Normalizer, n int, o Paralle
 // Devices is the number of devices the SeqRunner trains on.
 func (r *SeqRunner) Devices() int { return r.n }
 
+// Parallel is the data-parallel step when the SeqRunner has several
+// devices, else nil.
+func (r *SeqRunner) Parallel() *Parallel { return r.p }
+
 // Step runs one optimizer step of st at learning rate lr on bs, one batch
 // per device (bs[d] is rank d's; all of one shape when n > 1). The loss is
 // the mean over the labelled positions of all of them. With several

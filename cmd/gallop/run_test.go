@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -470,8 +471,19 @@ func TestSequenceLayouts(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("%s %s: exit %d\n%s", arch, layout, code, out.String())
 		}
-		if !strings.Contains(out.String(), "("+layout+"): padding") || !strings.Contains(out.String(), "labelled positions") {
+		if !strings.Contains(out.String(), "("+layout+"): padding") || !strings.Contains(out.String(), "labelled positions") ||
+			!strings.Contains(out.String(), "\nprofile  ") {
 			t.Fatalf("%s %s: output\n%s", arch, layout, out.String())
+		}
+		// Profiled by default, as runs on fixed windows: a report and a trace.
+		m := regexp.MustCompile(`(?m)^run +(\S+)$`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatalf("%s %s: no run line\n%s", arch, layout, out.String())
+		}
+		for _, f := range []string{"profile.json", "trace.json"} {
+			if !fileExists(filepath.Join(m[1], f)) {
+				t.Errorf("%s %s: no %s in %s", arch, layout, f, m[1])
+			}
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/gallop-dev/gallop/guard"
 	"github.com/gallop-dev/gallop/manifest"
 	"github.com/gallop-dev/gallop/model"
+	"github.com/gallop-dev/gallop/profile"
 	"github.com/gallop-dev/gallop/train"
 )
 
@@ -32,6 +33,7 @@ type seqRun struct {
 	st       *train.State
 	resumed  *train.Checkpoint // the checkpoint the run continues from, or nil
 	onStep   func(step int64)  // trainOptions.onStep
+	rec      *profile.Recorder // nil when train.profile is off
 	dir      string
 	out, log io.Writer
 	enc      *json.Encoder
@@ -130,7 +132,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 	}
 	sched, _ := train.ParseSchedule(c.Train.Schedule, c.Train.LR, int64(c.Train.Steps))
 	w := guard.NewWatcher(guard.Config{Lag: c.Train.GuardLag, BatchSize: c.Train.BatchSize * c.Data.SeqLen, SpikeZ: c.Train.SpikeZ,
-		OnValue: trainLine(r.enc, nil, r.log)})
+		OnValue: trainLine(r.enc, r.rec, r.log)})
 	var epoch seqEpoch
 	curEpoch, ids := 0, make([]int32, 0, 1024)
 	if r.resumed != nil {
@@ -140,7 +142,12 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 	var lastCkpt string
 	from := r.st.Step
 	start := time.Now()
+	rec := r.rec
 	for step := from; step < int64(c.Train.Steps); step++ {
+		if rec != nil {
+			rec.BeginStep(step)
+		}
+		t := stamp(rec)
 		for d, ld := range loaders {
 			b, err := ld.Next(ctx)
 			if err != nil {
@@ -149,6 +156,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			}
 			bs[d] = b
 		}
+		t = end(rec, profile.Data, t)
 		if bs[0].Epoch != curEpoch {
 			r.logEpoch(curEpoch, &epoch)
 			epoch, curEpoch = seqEpoch{}, bs[0].Epoch
@@ -161,10 +169,18 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 		}
 		if step == from {
 			r.first = time.Since(start)
+			if rec != nil {
+				rec.Compile(time.Duration(rec.Start()-t), "train_step_seq")
+				t = rec.Start()
+			}
+		} else {
+			t = end(rec, profile.Dispatch, t)
 		}
 		samplerState := bs[0].State // every rank's sampler plans the same steps
 		ids = ids[:0]
+		tokens := 0
 		for d, b := range bs {
+			tokens += b.Stats.Tokens
 			if step > from {
 				r.tokens += int64(b.Stats.Tokens)
 			}
@@ -187,6 +203,12 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 				w.Close()
 				return step - from, lastCkpt, err
 			}
+			end(rec, profile.Checkpoint, t)
+			mark(rec, "checkpoint")
+		}
+		if rec != nil {
+			// A sample is a position holding an event.
+			rec.EndStep(tokens, tokens)
 		}
 		if (step+1)%max(1, int64(c.Train.Steps)/10) == 0 {
 			fmt.Fprintf(r.log, "train    step %d/%d  loss %.4f  %.0fs\n", step+1, c.Train.Steps, w.Last().Loss, time.Since(start).Seconds())
@@ -268,7 +290,7 @@ func (r *seqRun) eval(ctx context.Context, valSeqs []batch.Seq) (train.EvalResul
 
 // trainSequences is gallop train's path for --layout padded|packed.
 func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model, s *train.Stepper, runner *train.SeqRunner, st *train.State,
-	resumed *train.Checkpoint, onStep func(int64), man *manifest.Manifest, dir string, out, stderr io.Writer, start time.Time) (Result, error) {
+	resumed *train.Checkpoint, onStep func(int64), peak float64, man *manifest.Manifest, dir string, out, stderr io.Writer, start time.Time) (Result, error) {
 	res := Result{RunDir: dir}
 	f, err := os.Create(filepath.Join(dir, "metrics.jsonl"))
 	if err != nil {
@@ -276,6 +298,20 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 	}
 	defer f.Close()
 	r := &seqRun{cfg: cfg, p: p, m: m, s: s, runner: runner, st: st, resumed: resumed, onStep: onStep, dir: dir, out: out, log: stderr, enc: json.NewEncoder(f)}
+	if cfg.Train.Profile {
+		// FLOPs per position: 6 per parameter, as for a window (the MLP and
+		// DeepLOB run a window per position, so more than that).
+		r.rec = profile.New(profile.Config{FLOPsPerSample: 6 * float64(model.Count(m.Params())), PeakFLOPs: peak})
+		if par := runner.Parallel(); par != nil {
+			pr, err := par.ProbeAllReduce(20)
+			if err != nil {
+				return res, err
+			}
+			r.rec.Collective("gradient all-reduce", par.Devices(), pr.Bytes, pr.Collective)
+			fmt.Fprintf(out, "parallel gradient all-reduce of %.1f MB alone: %s (a call of it %s)\n",
+				float64(pr.Bytes)/1e6, pr.Collective.Round(time.Microsecond), pr.Call.Round(time.Microsecond))
+		}
+	}
 	trainSeqs, valSeqs, err := r.seqs()
 	if err != nil {
 		return res, err
@@ -288,6 +324,7 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 		return res, err
 	}
 	trainTime := time.Since(t0)
+	t1 := time.Now()
 	ev, err := r.eval(ctx, valSeqs)
 	if err != nil {
 		return res, err
@@ -298,14 +335,28 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 	man.Outcome.Metrics = manifest.Metrics{"val_accuracy": res.Accuracy, "val_macro_f1": res.MacroF1, "val_log_loss": ev.LogLoss,
 		"baseline_accuracy": res.BaseAcc, "baseline_macro_f1": res.BaseMacroF1}
 	man.Outcome.Checkpoint = ckpt
+	evalTime := time.Since(t1)
+	t2 := time.Now()
 	if man.Outcome.Export, err = exportModel(dir, m, st, p.norm, cfg); err != nil {
 		return res, err
+	}
+	var rep *profile.Report
+	if r.rec != nil {
+		rep = r.rec.Report()
+		phases := map[string]float64{"data": p.took.Seconds(), "train": trainTime.Seconds(), "eval": evalTime.Seconds(), "export": time.Since(t2).Seconds()}
+		if err := writeProfile(dir, r.rec, rep, phases); err != nil {
+			return res, err
+		}
 	}
 	res.Wall = time.Since(start)
 	fmt.Fprintf(out, "\nvalidation (%d labelled positions, horizon %d events)\n", ev.Samples, cfg.Data.Horizon)
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f  log-loss %.4f\n", "model", res.Accuracy, res.MacroF1, ev.LogLoss)
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f\n", "majority baseline", res.BaseAcc, res.BaseMacroF1)
-	fmt.Fprintf(out, "\ntime     %.1fs total: train %.1fs (%d steps: the first, with compilation, %.1fs; then %.2f ms/step, %.0f tokens/s)\nrun      %s\n",
-		res.Wall.Seconds(), trainTime.Seconds(), steps, r.first.Seconds(), 1e3*r.steady.Seconds()/float64(max(steps-1, 1)), float64(r.tokens)/r.steady.Seconds(), dir)
+	fmt.Fprintf(out, "\ntime     %.1fs total: train %.1fs (%d steps: the first, with compilation, %.1fs; then %.2f ms/step, %.0f tokens/s)\n",
+		res.Wall.Seconds(), trainTime.Seconds(), steps, r.first.Seconds(), 1e3*r.steady.Seconds()/float64(max(steps-1, 1)), float64(r.tokens)/r.steady.Seconds())
+	if rep != nil {
+		fmt.Fprintf(out, "profile  %s (a sample is a position holding an event)\n", rep.Verdict)
+	}
+	fmt.Fprintf(out, "run      %s\n", dir)
 	return res, nil
 }

@@ -340,7 +340,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		if n > 1 {
 			fmt.Fprintf(out, "parallel %d GPUs, %s; each step's sequences split over them by %s, %d rows each\n", n, cfg.Train.DPStrategy, cfg.Data.SeqBalance, cfg.Train.BatchSize/n)
 		}
-		return trainSequences(ctx, cfg, p, m, stepper, runner, st, resumed, opt.onStep, man, dir, out, stderr, start)
+		return trainSequences(ctx, cfg, p, m, stepper, runner, st, resumed, opt.onStep, peak, man, dir, out, stderr, start)
 	}
 
 	var rec *profile.Recorder
