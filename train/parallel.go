@@ -445,17 +445,22 @@ func (p *Parallel) Devices() int { return p.n }
 // batch's global rows (int32 [B/n]). The returned StepOut is device 0's
 // (the loss and flags are the global batch's, identical on every device).
 func (p *Parallel) Step(lr float64, mean, std []*tensors.Tensor, rows []*tensors.Tensor) (StepOut, error) {
-	s := p.s
-	start := time.Now()
-	outs, err := p.call(p.exec, func(st *State) *tensors.Tensor { return s.hyper(st, lr) }, func(d int) []any {
+	return p.step(p.exec, "step", lr, func(d int) []any {
 		return []any{mean[d], std[d], p.data[d].Features, p.data[d].Labels, rows[d]}
 	})
+}
+
+// step runs one step of exec at learning rate lr, device d's inputs after
+// its state being tail(d), and returns device 0's StepOut.
+func (p *Parallel) step(exec *Exec, what string, lr float64, tail func(d int) []any) (StepOut, error) {
+	start := time.Now()
+	outs, err := p.call(exec, func(st *State) *tensors.Tensor { return p.s.hyper(st, lr) }, tail)
 	if err != nil {
-		return StepOut{}, fmt.Errorf("train: data-parallel step %d: %w", p.reps[0].Step, err)
+		return StepOut{}, fmt.Errorf("train: data-parallel %s %d: %w", what, p.reps[0].Step, err)
 	}
 	var out StepOut
 	for d, st := range p.reps {
-		if o := s.unpack(st, outs[d], lr, start); d == 0 {
+		if o := p.s.unpack(st, outs[d], lr, start); d == 0 {
 			out = o
 		}
 	}
@@ -469,7 +474,6 @@ func (p *Parallel) Step(lr float64, mean, std []*tensors.Tensor, rows []*tensors
 // those batches stacked along the rows (however unevenly they are split);
 // the returned StepOut is device 0's.
 func (p *Parallel) StepSeq(lr float64, mean, std, x, seg, y []*tensors.Tensor) (StepOut, error) {
-	s := p.s
 	for _, a := range [][]*tensors.Tensor{mean, std, x, seg, y} {
 		if len(a) != p.n {
 			return StepOut{}, fmt.Errorf("train: data-parallel sequence step over %d devices given %d tensors for one of its inputs", p.n, len(a))
@@ -486,18 +490,7 @@ func (p *Parallel) StepSeq(lr float64, mean, std, x, seg, y []*tensors.Tensor) (
 	if p.seq == nil {
 		p.seq = p.compileSeq()
 	}
-	start := time.Now()
-	outs, err := p.call(p.seq, func(st *State) *tensors.Tensor { return s.hyper(st, lr) }, func(d int) []any {
+	return p.step(p.seq, "sequence step", lr, func(d int) []any {
 		return []any{mean[d], std[d], x[d], seg[d], y[d]}
 	})
-	if err != nil {
-		return StepOut{}, fmt.Errorf("train: data-parallel sequence step %d: %w", p.reps[0].Step, err)
-	}
-	var out StepOut
-	for d, st := range p.reps {
-		if o := s.unpack(st, outs[d], lr, start); d == 0 {
-			out = o
-		}
-	}
-	return out, nil
 }

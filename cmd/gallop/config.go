@@ -254,6 +254,17 @@ func (c *Config) resolve() {
 	c.Data.Sim.Seed = c.Seed
 }
 
+// loadRun reads the manifest of the run in dir and the resolved config it
+// recorded, refusing keys this gallop does not know.
+func loadRun(dir string) (*manifest.Manifest, Config, error) {
+	man, err := manifest.Load(dir)
+	if err != nil {
+		return nil, Config{}, err
+	}
+	cfg, err := recordedConfig(dir, man)
+	return man, cfg, err
+}
+
 // recordedConfig reads the resolved config a run recorded in its manifest,
 // refusing keys this gallop does not know.
 func recordedConfig(dir string, man *manifest.Manifest) (Config, error) {

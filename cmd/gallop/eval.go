@@ -9,7 +9,6 @@ import (
 
 	"github.com/gallop-dev/gallop/data/feature"
 	"github.com/gallop-dev/gallop/device"
-	"github.com/gallop-dev/gallop/manifest"
 	"github.com/gallop-dev/gallop/train"
 )
 
@@ -36,11 +35,7 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errUsage
 	}
 	dir := fs.Arg(0)
-	man, err := manifest.Load(dir)
-	if err != nil {
-		return fmt.Errorf("eval: %w", err)
-	}
-	cfg, err := recordedConfig(dir, man)
+	_, cfg, err := loadRun(dir)
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}

@@ -62,11 +62,7 @@ type ReplayResult struct {
 // recorded one.
 func Replay(ctx context.Context, dir string, opt replayOptions, stdout, stderr io.Writer) (ReplayResult, error) {
 	res := ReplayResult{DivergedAt: -1}
-	rec, err := manifest.Load(dir)
-	if err != nil {
-		return res, fmt.Errorf("replay: %w", err)
-	}
-	cfg, err := recordedConfig(dir, rec)
+	rec, cfg, err := loadRun(dir)
 	if err != nil {
 		return res, fmt.Errorf("replay: %w", err)
 	}

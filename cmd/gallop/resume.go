@@ -115,11 +115,7 @@ func resumeTrain(ctx context.Context, args []string, opt trainOptions, bind func
 	if err != nil {
 		return err
 	}
-	rec, err := manifest.Load(runDir)
-	if err != nil {
-		return fmt.Errorf("resume: %w", err)
-	}
-	recorded, err := recordedConfig(runDir, rec)
+	_, recorded, err := loadRun(runDir)
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
