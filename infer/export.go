@@ -235,6 +235,16 @@ const (
 	ModeSegment
 )
 
+// ParseMode parses a mode's name: window, carried or segment.
+func ParseMode(s string) (Mode, error) {
+	for _, md := range []Mode{ModeWindow, ModeCarried, ModeSegment} {
+		if md.String() == s {
+			return md, nil
+		}
+	}
+	return 0, fmt.Errorf("infer: mode %q: want window, carried or segment", s)
+}
+
 // String returns the mode's name: window, carried or segment.
 func (md Mode) String() string {
 	switch md {

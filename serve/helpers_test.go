@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/gomlx/gomlx/core/tensors"
+
 	"github.com/gallop-dev/gallop/data/feature"
 	"github.com/gallop-dev/gallop/infer"
+	"github.com/gallop-dev/gallop/model"
 )
 
 // raceEnabled is set by race_test.go in -race builds.
@@ -65,6 +68,48 @@ func testModel(t testing.TB, seed uint64, w int, hidden []int, mean, std []float
 		t.Fatal(err)
 	}
 	return loaded
+}
+
+// archModel returns a small model of arch (gru, deeplob, transformer or
+// mlp) over gallop's features with a window of w events and the model
+// package's initial weights, exported as gallop train does.
+func archModel(t testing.TB, arch string, w int) *infer.Model {
+	t.Helper()
+	f := feature.Count
+	spec := infer.Spec{Arch: arch, Window: w, Features: feature.Names, Classes: feature.ClassNames}
+	var m model.Model
+	var err error
+	switch arch {
+	case infer.ArchMLP:
+		mm, _ := model.NewMLP(w, f, []int{16}, 3)
+		spec.Layers, spec.Activation, m = mm.Layers, infer.ActivationReLU, mm
+	case infer.ArchGRU:
+		mm, _ := model.NewGRU(w, f, 8, 3)
+		spec.Hidden, m = mm.H, mm
+	case infer.ArchDeepLOB:
+		mm, e := model.NewDeepLOB(w, feature.Names, 3, model.DeepLOBConfig{Conv: 4, Inception: 4, Hidden: 4})
+		spec.Hidden, spec.Conv, spec.Inception, spec.BookIndex, m, err = mm.Hidden, mm.Conv, mm.Inception, mm.Index, mm, e
+	case infer.ArchTransformer:
+		mm, e := model.NewTransformer(w, f, 3, model.TransformerConfig{D: 8, Heads: 2, Layers: 1, FF: 16})
+		spec.DModel, spec.Heads, spec.Blocks, spec.FF, m, err = mm.D, mm.Heads, mm.Layers, mm.FF, mm, e
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps []infer.Param
+	init := m.Init(7)
+	for i, p := range m.Params() {
+		ps = append(ps, infer.Param{Name: p.Name, Shape: p.Shape, Data: tensors.MustCopyFlatData[float32](init[i])})
+	}
+	mean, std := make([]float32, f), make([]float32, f)
+	for i := range std {
+		std[i] = 1
+	}
+	im, err := infer.FromParams(spec, mean, std, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im
 }
 
 // DBN writing: there is no encoder in data/dbn, so the tests lay out the

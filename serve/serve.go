@@ -1,7 +1,8 @@
 // Package serve runs an exported model over order-level event streams as
 // they arrive: for every instrument it keeps a book, a feature extractor
-// and an infer.Stream, and writes one prediction per event once the
-// instrument's window is full.
+// and a stream of the model (infer.Streams: any architecture, in the mode
+// Config.Mode), and writes one prediction per event once the stream is
+// ready (in window mode, once the instrument's window is full).
 //
 // # Pipeline
 //
@@ -100,8 +101,13 @@ type Config struct {
 	// Format is how predictions are written.
 	Format Format
 	// Weights is how the model's weights are stored and multiplied
-	// (infer.WeightsFloat32, the default, or infer.WeightsInt8).
+	// (infer.WeightsFloat32, the default, or infer.WeightsInt8, MLPs only).
 	Weights infer.Weights
+	// Mode is which training forward each instrument's stream reproduces
+	// (infer.ModeWindow, the default: Forward on the last Window events;
+	// ModeCarried and ModeSegment where the architecture has them, over
+	// the instrument's events since the server started as one sequence).
+	Mode infer.Mode
 	// Report receives lag reports and connection errors; nil discards
 	// them.
 	Report io.Writer
@@ -115,9 +121,9 @@ type Config struct {
 // Server serves one model. It is safe for concurrent use: each Serve call
 // runs its own pipeline and state.
 type Server struct {
-	model *infer.Model
-	mlp   *infer.MLP
-	cfg   Config
+	model     *infer.Model
+	newStream func() infer.Streamer // one per instrument, sharing the engine
+	cfg       Config
 }
 
 // New returns a Server for m, which must take gallop's book features
@@ -126,12 +132,12 @@ func New(m *infer.Model, cfg Config) (*Server, error) {
 	if !slices.Equal(m.Features, feature.Names) {
 		return nil, fmt.Errorf("serve: the model's %d features are not gallop's %d book features (data/feature)", len(m.Features), feature.Count)
 	}
-	mlp, err := infer.NewMLPWith(m, infer.Options{Weights: cfg.Weights})
+	newStream, err := infer.Streams(m, cfg.Mode, infer.Options{Weights: cfg.Weights})
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
-	if mlp.NumClasses() > maxBinaryClasses {
-		return nil, fmt.Errorf("serve: %d classes, at most %d are supported", mlp.NumClasses(), maxBinaryClasses)
+	if len(m.Classes) > maxBinaryClasses {
+		return nil, fmt.Errorf("serve: %d classes, at most %d are supported", len(m.Classes), maxBinaryClasses)
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
@@ -153,7 +159,7 @@ func New(m *infer.Model, cfg Config) (*Server, error) {
 	case cfg.Tick < 0:
 		return nil, fmt.Errorf("serve: Tick %d, want >= 0", cfg.Tick)
 	}
-	return &Server{model: m, mlp: mlp, cfg: cfg}, nil
+	return &Server{model: m, newStream: newStream, cfg: cfg}, nil
 }
 
 // Serve reads every source concurrently until all reach io.EOF, writing
@@ -332,7 +338,7 @@ func (s *Server) start(ctx context.Context, out io.Writer, onAbort func()) *pipe
 	p := &pipeline{
 		srv: s, cfg: &s.cfg, start: time.Now(), w: out, onAbort: onAbort,
 		out:     newQueue[*Prediction](s.cfg.Queue),
-		classes: s.mlp.NumClasses(),
+		classes: len(s.model.Classes),
 		repDone: make(chan struct{}),
 	}
 	c := p.classes
@@ -667,7 +673,7 @@ type worker struct {
 type instState struct {
 	book   *book.Book
 	feat   *feature.Extractor
-	stream *infer.Stream
+	stream infer.Streamer
 	tick   int64
 	row    []float32
 }
@@ -730,7 +736,7 @@ func (w *worker) handle(it *item, pending int) (*instState, error) {
 			return nil, fmt.Errorf("serve: %s offset %d: instrument %d: unknown tick size (the stream has no definition for it; give a default tick or a definitions file)",
 				*it.src, it.off, id)
 		}
-		st = &instState{book: book.New(), feat: feature.NewExtractor(tick), stream: p.srv.mlp.NewStream(),
+		st = &instState{book: book.New(), feat: feature.NewExtractor(tick), stream: p.srv.newStream(),
 			tick: tick, row: make([]float32, feature.Count)}
 		w.states[id] = st
 	}

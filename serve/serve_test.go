@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,21 +21,28 @@ import (
 )
 
 // reference computes, outside the pipeline, the predictions Serve must make
-// for a DBN stream: per instrument, book, features and a Stream, in order.
+// for a DBN stream: per instrument, book, features and an MLP Stream, in
+// order.
 func reference(t *testing.T, m *infer.Model, stream []byte, tick int64) map[uint32][]Prediction {
 	t.Helper()
-	src, err := NewDBN(bytes.NewReader(stream), "reference")
+	mlp, err := infer.NewMLP(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mlp, err := infer.NewMLP(m)
+	return referenceWith(t, func() infer.Streamer { return mlp.NewStream() }, stream, tick)
+}
+
+// referenceWith is reference with the streams newStream makes.
+func referenceWith(t *testing.T, newStream func() infer.Streamer, stream []byte, tick int64) map[uint32][]Prediction {
+	t.Helper()
+	src, err := NewDBN(bytes.NewReader(stream), "reference")
 	if err != nil {
 		t.Fatal(err)
 	}
 	type state struct {
 		b *book.Book
 		x *feature.Extractor
-		s *infer.Stream
+		s infer.Streamer
 	}
 	states := map[uint32]*state{}
 	out := map[uint32][]Prediction{}
@@ -49,7 +57,7 @@ func reference(t *testing.T, m *infer.Model, stream []byte, tick int64) map[uint
 		id := in.Event.Instrument
 		st := states[id]
 		if st == nil {
-			st = &state{book.New(), feature.NewExtractor(tick), mlp.NewStream()}
+			st = &state{book.New(), feature.NewExtractor(tick), newStream()}
 			states[id] = st
 		}
 		if err := st.b.Apply(&in.Event); err != nil {
@@ -422,4 +430,100 @@ func readBinary(t *testing.T, r io.Reader) map[uint32][]Prediction {
 		}
 		got[p.Instrument] = append(got[p.Instrument], p)
 	}
+}
+
+// TestServeEveryArch serves a GRU, DeepLOB and transformer, and the MLP in
+// carried mode, each in the modes its engine has, and checks every
+// prediction against the single-threaded reference built on the engine's
+// own stream constructor (not infer.Streams, which the server uses).
+func TestServeEveryArch(t *testing.T) {
+	insts := []uint32{3, 44, 5000}
+	stream := synthStream(9, insts, 3_000)
+	for _, c := range []struct {
+		arch string
+		mode infer.Mode
+	}{
+		{infer.ArchGRU, infer.ModeWindow}, {infer.ArchGRU, infer.ModeCarried},
+		{infer.ArchDeepLOB, infer.ModeWindow}, {infer.ArchDeepLOB, infer.ModeCarried},
+		{infer.ArchTransformer, infer.ModeWindow}, {infer.ArchTransformer, infer.ModeSegment},
+		{infer.ArchMLP, infer.ModeCarried},
+	} {
+		t.Run(c.arch+"-"+c.mode.String(), func(t *testing.T) {
+			m := archModel(t, c.arch, 6)
+			want := referenceWith(t, engineStreams(t, m, c.mode), stream, esTick)
+			var total int
+			for _, p := range want {
+				total += len(p)
+			}
+			srv := newTestServer(t, m, Config{Workers: 2, Queue: 64, Tick: esTick, Format: Binary, Mode: c.mode})
+			src, err := NewDBN(bytes.NewReader(stream), "synthetic")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			sum, err := srv.Serve(context.Background(), &out, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if total < 1000 || sum.Predictions != uint64(total) {
+				t.Fatalf("%d predictions served, reference %d", sum.Predictions, total)
+			}
+			got := readBinary(t, &out)
+			for id, w := range want {
+				g := got[id]
+				if len(g) != len(w) {
+					t.Fatalf("instrument %d: %d predictions, want %d", id, len(g), len(w))
+				}
+				for i := range w {
+					if g[i].TsEvent != w[i].TsEvent || !slices.Equal(g[i].Logits, w[i].Logits) {
+						t.Fatalf("instrument %d prediction %d: %v at %d, want %v at %d", id, i, g[i].Logits, g[i].TsEvent, w[i].Logits, w[i].TsEvent)
+					}
+				}
+			}
+		})
+	}
+	m := archModel(t, infer.ArchGRU, 6)
+	if _, err := New(m, Config{Mode: infer.ModeSegment}); err == nil || !strings.Contains(err.Error(), "no segment mode") {
+		t.Errorf("a GRU in segment mode: %v", err)
+	}
+	if _, err := New(m, Config{Weights: infer.WeightsInt8}); err == nil || !strings.Contains(err.Error(), "only MLP") {
+		t.Errorf("a GRU with int8 weights: %v", err)
+	}
+}
+
+// engineStreams makes streams of m in mode with its engine's own
+// constructor.
+func engineStreams(t *testing.T, m *infer.Model, mode infer.Mode) func() infer.Streamer {
+	t.Helper()
+	var mk func() (infer.Streamer, error)
+	switch m.Arch {
+	case infer.ArchMLP:
+		e, err := infer.NewMLP(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mk = func() (infer.Streamer, error) { return e.NewStreamMode(mode) }
+	case infer.ArchGRU:
+		e, err := infer.NewGRU(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mk = func() (infer.Streamer, error) { return e.NewStream(mode), nil }
+	case infer.ArchDeepLOB:
+		e, err := infer.NewDeepLOB(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mk = func() (infer.Streamer, error) { return e.NewStreamMode(mode) }
+	case infer.ArchTransformer:
+		e, err := infer.NewTransformer(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mk = func() (infer.Streamer, error) { return e.NewStream(mode), nil }
+	}
+	if _, err := mk(); err != nil {
+		t.Fatal(err)
+	}
+	return func() infer.Streamer { s, _ := mk(); return s }
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gallop-dev/gallop/batch"
 	"github.com/gallop-dev/gallop/infer"
+	"github.com/gallop-dev/gallop/internal/shareddata"
 	"github.com/gallop-dev/gallop/manifest"
 	"github.com/gallop-dev/gallop/profile"
 	"github.com/gallop-dev/gallop/train"
@@ -561,5 +562,43 @@ func TestStepsPerCall(t *testing.T) {
 			!strings.Contains(eout.String(), "steps_per_call") {
 			t.Errorf("train %v: exit %d:\n%s", args, code, eout.String())
 		}
+	}
+}
+
+// TestServeModes serves a GRU run through the CLI over the real CME MBO
+// sample (mostly a book snapshot, then one live event): in window mode its
+// single live event has no full window, in carried mode it gets a
+// prediction; a mode the architecture lacks is refused by name.
+func TestServeModes(t *testing.T) {
+	dir := shareddata.Find(filepath.Join("nautilus_trader", "databento"), "esh4-glbx-mdp3-20231224.mbo.dbn.zst")
+	if dir == "" {
+		t.Skip("shared/data/nautilus_trader/databento not found")
+	}
+	events := filepath.Join(dir, "esh4-glbx-mdp3-20231224.mbo.dbn.zst")
+	var out bytes.Buffer
+	runs := t.TempDir()
+	if code := run(context.Background(), []string{"train", "--quiet", "--arch", "gru", "--hidden", "8", "--window", "4", "--events", "20000",
+		"--steps", "20", "--eval-every", "0", "--runs-dir", runs}, &out, &out); code != 0 {
+		t.Fatalf("train: exit %d\n%s", code, out.String())
+	}
+	m := regexp.MustCompile(`(?m)^run +(\S+)$`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no run line\n%s", out.String())
+	}
+	for mode, want := range map[string]string{"window": "0 predictions; no prediction: 1 warm-up", "carried": "1 predictions; no prediction: 0 warm-up"} {
+		var preds, log bytes.Buffer
+		if code := run(context.Background(), []string{"serve", "--model", m[1], "--tick", "0.25", "--mode", mode, events}, &preds, &log); code != 0 {
+			t.Fatalf("serve --mode %s: exit %d\n%s", mode, code, log.String())
+		}
+		if !strings.Contains(log.String(), want) || !strings.Contains(log.String(), "gru-8, window 4") {
+			t.Errorf("serve --mode %s: summary\n%s\nwant %q", mode, log.String(), want)
+		}
+		if n := strings.Count(preds.String(), "\n"); (mode == "carried") != (n == 1) {
+			t.Errorf("serve --mode %s: %d predictions written", mode, n)
+		}
+	}
+	var log bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "--model", m[1], "--mode", "segment", events}, &log, &log); code != 1 || !strings.Contains(log.String(), "gru has no segment mode") {
+		t.Errorf("serve --mode segment on a GRU: exit %d\n%s", code, log.String())
 	}
 }

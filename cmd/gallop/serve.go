@@ -19,9 +19,11 @@ import (
 
 const serveUsage = `usage: gallop serve --model <run-dir | export-dir> [flags] [file.dbn[.zst] ... | -]
 
-Serves an exported model over Databento MBO events: per instrument a book,
-features and the model's streaming state, one prediction per event once the
-instrument's window is full. Events come from DBN files (raw or zstd; several
+Serves an exported model (any architecture) over Databento MBO events: per
+instrument a book, features and the model's streaming state, one prediction
+per event once the instrument's window is full (--mode window, the forward
+fixed-window training uses), or from its first event with --mode carried
+(mlp, gru, deeplob) or segment (transformer), the sequence forwards. Events come from DBN files (raw or zstd; several
 are served together), from standard input ("-", the default), or from TCP
 connections each carrying a DBN stream (--listen). Predictions go to stdout
 or --out, as JSON lines or binary records:
@@ -60,7 +62,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defs = append(defs, s)
 		return nil
 	})
-	weights := fs.String("weights", "float32", "engine weights: float32 (equal to the training graph) or int8 (faster; see BENCHMARKS.md for the accuracy)")
+	weights := fs.String("weights", "float32", "engine weights: float32 (equal to the training graph) or int8 (MLPs; faster; see BENCHMARKS.md for the accuracy)")
+	modeName := fs.String("mode", "window", "which training forward each instrument's stream reproduces: window (every architecture: the last window of events),\n"+
+		"carried (mlp, gru, deeplob) or segment (transformer): the instrument's events since the server started as one sequence")
 	report := fs.Duration("report", time.Second, "lag reporting period")
 	lagAlert := fs.Duration("lag-alert", 10*time.Millisecond, "report periods in which the oldest queued event is at least this old")
 	if err := fs.Parse(args); err != nil {
@@ -106,8 +110,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("serve: --weights: %w", err)
 	}
+	mode, err := infer.ParseMode(*modeName)
+	if err != nil {
+		return fmt.Errorf("serve: --mode: %w", err)
+	}
 	cfg := serve.Config{
-		Weights: w, Workers: *workers, Queue: *queue, DropAfter: *dropAfter, Pace: *pace,
+		Weights: w, Mode: mode, Workers: *workers, Queue: *queue, DropAfter: *dropAfter, Pace: *pace,
 		Tick: int64(math.Round(*tick * book.PriceScale)), Ticks: ticks, Format: f,
 		Report: stderr, ReportEvery: *report, LagAlert: *lagAlert,
 	}
@@ -125,7 +133,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer of.Close()
 		out, dest = of, *outPath
 	}
-	fmt.Fprintf(stderr, "model    %s %v, window %d, classes %v, %s weights, from %s\n", m.Arch, m.Layers, m.Window, m.Classes, w, dir)
+	fmt.Fprintf(stderr, "model    %s, window %d, classes %v, %s weights, %s mode, from %s\n", describeSpec(&m.Spec), m.Window, m.Classes, w, mode, dir)
 
 	var sum serve.Summary
 	if *listen != "" {
@@ -189,4 +197,19 @@ func checkLoopback(addr string) error {
 		return nil
 	}
 	return errors.New("serve: --listen " + addr + " is not a loopback address: pass --listen-any to accept connections from other hosts")
+}
+
+// describeSpec names an exported model's architecture and sizes.
+func describeSpec(s *infer.Spec) string {
+	switch s.Arch {
+	case infer.ArchMLP:
+		return fmt.Sprintf("mlp %v", s.Layers)
+	case infer.ArchGRU:
+		return fmt.Sprintf("gru-%d", s.Hidden)
+	case infer.ArchDeepLOB:
+		return fmt.Sprintf("deeplob (conv %d, inception %d, lstm %d)", s.Conv, s.Inception, s.Hidden)
+	case infer.ArchTransformer:
+		return fmt.Sprintf("transformer (d %d, %d heads, %d blocks, ff %d)", s.DModel, s.Heads, s.Blocks, s.FF)
+	}
+	return s.Arch
 }
