@@ -602,3 +602,65 @@ func TestServeModes(t *testing.T) {
 		t.Errorf("serve --mode segment on a GRU: exit %d\n%s", code, log.String())
 	}
 }
+
+// TestSequenceGuardPolicies: on padded or packed sequences a NaN in the
+// data stops the run by default, is skipped and counted with skip, and
+// with rollback is rolled back to the last checkpoint until the rollbacks
+// run out (the poison comes back with the same sequences).
+func TestSequenceGuardPolicies(t *testing.T) {
+	c := tinyConfig(t)
+	c.Model.Arch, c.Model.Layout, c.Model.Hidden = "gru", "packed", []int{8}
+	c.Train.BatchSize, c.Train.Steps, c.Train.CheckpointEvery, c.Data.SeqLen = 8, 250, 0, 32 // more than an epoch
+	poison := func(series []batch.Series) { series[0].Features[5000*51+3] = float32(math.NaN()) }
+	var out bytes.Buffer
+	opt := trainOptions{quiet: true, out: &out, mutate: poison}
+	res, err := Train(context.Background(), c, opt, &out)
+	if err == nil || !strings.Contains(err.Error(), "non-finite values at step") || !strings.Contains(err.Error(), "guard.json") {
+		t.Fatalf("stop: %v\n%s", err, out.String())
+	}
+	// guard.json names the poisoned sequence among the batch's.
+	var g struct {
+		Policy  string `json:"policy"`
+		Samples []struct {
+			Instrument string `json:"instrument"`
+			Row        uint32 `json:"row"`
+			Events     uint32 `json:"events"`
+		} `json:"samples"`
+	}
+	data, rerr := os.ReadFile(filepath.Join(res.RunDir, "guard.json"))
+	if rerr != nil || json.Unmarshal(data, &g) != nil {
+		t.Fatalf("guard.json: %v %s", rerr, data)
+	}
+	hit := false
+	for _, q := range g.Samples {
+		hit = hit || (q.Instrument == "SIMA" && q.Row <= 5000 && 5000 < q.Row+q.Events)
+	}
+	if g.Policy != "stop" || !hit {
+		t.Fatalf("guard.json: %s", data)
+	}
+	c.Train.OnNonFinite = "skip"
+	res, err = Train(context.Background(), c, opt, &out)
+	if err != nil || res.NonFinite == 0 || res.Steps != int64(c.Train.Steps) || !strings.Contains(out.String(), "non-finite steps (skip)") {
+		t.Fatalf("skip: %+v %v\n%s", res, err, out.String())
+	}
+	// One poisoned row is in one sequence: one rollback (to a checkpoint
+	// past its batch, whose step was skipped) and the run completes.
+	c.Train.OnNonFinite, c.Train.CheckpointEvery = "rollback", 1
+	var stderr bytes.Buffer
+	res, err = Train(context.Background(), c, opt, &stderr)
+	if err != nil || res.Rollbacks != 1 || res.Steps != int64(c.Train.Steps) || !strings.Contains(stderr.String(), "rolled back") {
+		t.Fatalf("rollback: %+v %v\n%s", res, err, stderr.String())
+	}
+	// Poison in many sequences keeps coming back: the rollbacks run out.
+	opt.mutate = func(series []batch.Series) {
+		for row := 2000; row < 14000; row += 50 {
+			series[0].Features[row*51+3] = float32(math.NaN())
+		}
+	}
+	stderr.Reset()
+	res, err = Train(context.Background(), c, opt, &stderr)
+	data, _ = os.ReadFile(filepath.Join(res.RunDir, "guard.json"))
+	if err == nil || res.Rollbacks != maxRollbacks || !strings.Contains(string(data), "still non-finite after") {
+		t.Fatalf("rollback, poison everywhere: %+v %v\n%s\n%s", res, err, stderr.String(), data)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -43,6 +44,8 @@ type seqRun struct {
 	// data.
 	first, steady time.Duration
 	tokens        int64
+	// Guard outcomes: steps with non-finite values, rollbacks.
+	nonFinite, rollbacks int64
 }
 
 func parseLayout(s string) (batch.Layout, error) {
@@ -111,24 +114,42 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 	order := map[bool]batch.Order{true: batch.OrderBucketed, false: batch.OrderRandom}[c.Model.Layout == "padded"]
 	src := &batch.SeriesSource{Series: r.p.series, F: feature.Count}
 	// One loader per rank; each runs its own sampler, and they plan the
-	// same steps.
+	// same steps. open (re)starts them at a sampler state (nil: the start).
 	loaders := make([]*batch.SeqLoader, n)
-	for d := range loaders {
-		sm, err := r.sampler(trainSeqs, order, c.Seed, n)
-		if err != nil {
-			return 0, "", err
-		}
-		if r.resumed != nil {
-			// The epoch's global order and position carry over, whatever
-			// the number of ranks that wrote the checkpoint.
-			if err := sm.Restore(r.resumed.Sampler); err != nil {
-				return 0, "", fmt.Errorf("resume: %w", err)
+	closeAll := func() {
+		for _, ld := range loaders {
+			if ld != nil {
+				ld.Close()
 			}
 		}
-		if loaders[d], err = batch.NewSeqLoader(ctx, src, sm, batch.SeqLoaderConfig{Rank: d, Prefetch: c.Train.Prefetch, Workers: 2}); err != nil {
-			return 0, "", err
+	}
+	defer closeAll()
+	open := func(state *batch.SamplerState) error {
+		closeAll()
+		for d := range loaders {
+			sm, err := r.sampler(trainSeqs, order, c.Seed, n)
+			if err != nil {
+				return err
+			}
+			if state != nil {
+				// The epoch's global order and position carry over, whatever
+				// the number of ranks that wrote the state.
+				if err := sm.Restore(*state); err != nil {
+					return err
+				}
+			}
+			if loaders[d], err = batch.NewSeqLoader(ctx, src, sm, batch.SeqLoaderConfig{Rank: d, Prefetch: c.Train.Prefetch, Workers: 2}); err != nil {
+				return err
+			}
 		}
-		defer loaders[d].Close()
+		return nil
+	}
+	var resumeAt *batch.SamplerState
+	if r.resumed != nil {
+		resumeAt = &r.resumed.Sampler
+	}
+	if err := open(resumeAt); err != nil {
+		return 0, "", fmt.Errorf("train: sequence loaders: %w", err)
 	}
 	sched, _ := train.ParseSchedule(c.Train.Schedule, c.Train.LR, int64(c.Train.Steps))
 	w := guard.NewWatcher(guard.Config{Lag: c.Train.GuardLag, BatchSize: c.Train.BatchSize * c.Data.SeqLen, SpikeZ: c.Train.SpikeZ,
@@ -143,6 +164,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 	from := r.st.Step
 	start := time.Now()
 	rec := r.rec
+	lrScale := 1.0
 	for step := from; step < int64(c.Train.Steps); step++ {
 		if rec != nil {
 			rec.BeginStep(step)
@@ -162,7 +184,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			epoch, curEpoch = seqEpoch{}, bs[0].Epoch
 		}
 		epoch.add(bs)
-		out, err := r.runner.Step(r.st, sched.LR(step), bs)
+		out, err := r.runner.Step(r.st, sched.LR(step)*lrScale, bs)
 		if err != nil {
 			w.Close()
 			return step - from, lastCkpt, err
@@ -191,8 +213,45 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 		}
 		w.Observe(out, ids)
 		if gerr := w.Err(); gerr != nil {
-			w.Close()
-			return step - from, lastCkpt, fmt.Errorf("train: guard: %w (sample ids are training sequence indices)", gerr)
+			stop := func(why string) (int64, string, error) {
+				w.Close()
+				var nf *guard.NonFiniteError
+				if !errors.As(gerr, &nf) {
+					return step - from, lastCkpt, fmt.Errorf("train: guard (%s): %w", why, gerr)
+				}
+				return step - from, lastCkpt, fmt.Errorf("train: %w", guardStop(r.dir, r.seqSamples(trainSeqs), nf, lastCkpt, why))
+			}
+			switch c.Train.OnNonFinite {
+			case "skip":
+				// The step left the state unchanged; note it and go on.
+				w.Reset()
+			case "rollback":
+				if lastCkpt == "" {
+					return stop("rollback: no checkpoint yet")
+				}
+				if r.rollbacks == maxRollbacks {
+					return stop(fmt.Sprintf("rollback: still non-finite after %d rollbacks", maxRollbacks))
+				}
+				ns, ck, err := train.LoadCheckpoint(lastCkpt, r.m)
+				if err != nil {
+					return stop(err.Error())
+				}
+				if err := open(&ck.Sampler); err != nil {
+					return stop(err.Error())
+				}
+				r.st, lrScale = ns, lrScale*c.Train.RollbackLRFactor
+				r.rollbacks++
+				fmt.Fprintf(r.log, "guard    %v\nguard    rolled back to %s (step %d), learning rate × %g\n", gerr, filepath.Base(lastCkpt), ck.Step, lrScale)
+				w.Reset()
+				if rec != nil {
+					rec.EndStep(tokens, tokens)
+				}
+				curEpoch, epoch = ck.Sampler.Epoch, seqEpoch{}
+				step = ns.Step - 1
+				continue
+			default:
+				return stop("stop")
+			}
 		}
 		if r.onStep != nil {
 			r.onStep(step)
@@ -216,8 +275,18 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 	}
 	r.logEpoch(curEpoch, &epoch)
 	err := w.Close()
+	r.nonFinite, _ = w.Counts()
 	r.steady = time.Since(start) - r.first
 	return int64(c.Train.Steps) - from, lastCkpt, err
+}
+
+// seqSamples describes training sequence i of seqs for guard.json.
+func (r *seqRun) seqSamples(seqs []batch.Seq) func(i int32) guardSample {
+	return func(i int32) guardSample {
+		q := seqs[i]
+		s := &r.p.series[q.Series]
+		return guardSample{Index: i, Instrument: s.Symbol, Row: q.Start, Events: q.Len(), TsNs: s.TsNs[q.Start]}
+	}
 }
 
 // seqEpoch accumulates an epoch's batches over every rank.
@@ -320,9 +389,11 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 		len(trainSeqs), len(valSeqs), cfg.Data.SeqLen, cfg.Model.Layout, cfg.Train.BatchSize)
 	t0 := time.Now()
 	steps, ckpt, err := r.run(ctx, trainSeqs)
+	res.Rollbacks = r.rollbacks
 	if err != nil {
 		return res, err
 	}
+	st = r.st // a rollback replaces the state
 	trainTime := time.Since(t0)
 	t1 := time.Now()
 	ev, err := r.eval(ctx, valSeqs)
@@ -332,8 +403,10 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 	conf, base := ev.Confusion, ev.Confusion.Majority()
 	r.enc.Encode(map[string]any{"step": st.Step - 1, "split": "val", "accuracy": conf.Accuracy(), "macro_f1": conf.MacroF1(), "log_loss": ev.LogLoss, "final": true})
 	res.Accuracy, res.MacroF1, res.BaseAcc, res.BaseMacroF1, res.LogLoss, res.Steps = conf.Accuracy(), conf.MacroF1(), base.Accuracy(), base.MacroF1(), ev.LogLoss, st.Step
+	res.NonFinite, res.Rollbacks = r.nonFinite, r.rollbacks
 	man.Outcome.Metrics = manifest.Metrics{"val_accuracy": res.Accuracy, "val_macro_f1": res.MacroF1, "val_log_loss": ev.LogLoss,
-		"baseline_accuracy": res.BaseAcc, "baseline_macro_f1": res.BaseMacroF1}
+		"baseline_accuracy": res.BaseAcc, "baseline_macro_f1": res.BaseMacroF1,
+		"nonfinite_steps": float64(res.NonFinite), "rollbacks": float64(res.Rollbacks)}
 	man.Outcome.Checkpoint = ckpt
 	evalTime := time.Since(t1)
 	t2 := time.Now()
@@ -354,6 +427,9 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f\n", "majority baseline", res.BaseAcc, res.BaseMacroF1)
 	fmt.Fprintf(out, "\ntime     %.1fs total: train %.1fs (%d steps: the first, with compilation, %.1fs; then %.2f ms/step, %.0f tokens/s)\n",
 		res.Wall.Seconds(), trainTime.Seconds(), steps, r.first.Seconds(), 1e3*r.steady.Seconds()/float64(max(steps-1, 1)), float64(r.tokens)/r.steady.Seconds())
+	if res.NonFinite > 0 || res.Rollbacks > 0 {
+		fmt.Fprintf(out, "guard    %d non-finite steps (%s), %d rollbacks\n", res.NonFinite, cfg.Train.OnNonFinite, res.Rollbacks)
+	}
 	if rep != nil {
 		fmt.Fprintf(out, "profile  %s (a sample is a position holding an event)\n", rep.Verdict)
 	}

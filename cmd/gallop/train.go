@@ -325,8 +325,11 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	sched, _ := train.ParseSchedule(cfg.Train.Schedule, cfg.Train.LR, int64(cfg.Train.Steps))
 	if cfg.Model.Layout != "" {
 		n := max(1, len(spec.IDs))
-		if cfg.Train.BatchSize%n != 0 {
+		switch {
+		case cfg.Train.BatchSize%n != 0:
 			return res, fmt.Errorf("train: batch size %d does not split over %d GPUs", cfg.Train.BatchSize, n)
+		case n > 1 && cfg.Train.OnNonFinite == "rollback":
+			return res, fmt.Errorf("train: --on-nonfinite rollback is not supported on several GPUs yet")
 		}
 		po, err := train.ParseParallelOptions(cfg.Train.DPStrategy, cfg.Train.DPReduce)
 		if err != nil {
@@ -499,10 +502,10 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				watcher.Reset()
 			case "rollback":
 				if lastCkpt == "" {
-					return res, guardStop(dir, win, split.Train, nf, "", "rollback: no checkpoint yet")
+					return res, guardStop(dir, windowSamples(win, split.Train), nf, "", "rollback: no checkpoint yet")
 				}
 				if res.Rollbacks == maxRollbacks {
-					return res, guardStop(dir, win, split.Train, nf, lastCkpt, fmt.Sprintf("rollback: still non-finite after %d rollbacks", maxRollbacks))
+					return res, guardStop(dir, windowSamples(win, split.Train), nf, lastCkpt, fmt.Sprintf("rollback: still non-finite after %d rollbacks", maxRollbacks))
 				}
 				ns, ck, err := train.LoadCheckpoint(lastCkpt, m)
 				if err != nil {
@@ -529,7 +532,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				step = st.Step - 1
 				continue
 			default:
-				return res, guardStop(dir, win, split.Train, nf, lastCkpt, "stop")
+				return res, guardStop(dir, windowSamples(win, split.Train), nf, lastCkpt, "stop")
 			}
 		}
 		last := step+1 == int64(cfg.Train.Steps)
@@ -576,7 +579,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	if err := watcher.Close(); err != nil && cfg.Train.OnNonFinite == "stop" {
 		var nf *guard.NonFiniteError
 		errors.As(err, &nf)
-		return res, guardStop(dir, win, split.Train, nf, lastCkpt, "stop")
+		return res, guardStop(dir, windowSamples(win, split.Train), nf, lastCkpt, "stop")
 	}
 	res.NonFinite, _ = watcher.Counts()
 
@@ -688,26 +691,41 @@ func trainLine(enc *json.Encoder, rec *profile.Recorder, stderr io.Writer) func(
 	}
 }
 
-func guardStop(dir string, w *batch.Windows, refs []batch.Ref, nf *guard.NonFiniteError, ckpt, policy string) error {
-	type sample struct {
-		Index      int32  `json:"index"`
-		Instrument string `json:"instrument"`
-		Row        uint32 `json:"row"`
-		TsNs       int64  `json:"ts_ns"`
-	}
-	rep := struct {
-		Step      int64    `json:"step"`
-		Loss      string   `json:"loss"`
-		GradNorm  string   `json:"grad_norm"`
-		BadParams []string `json:"nonfinite_gradients"`
-		Samples   []sample `json:"samples"`
-		Policy    string   `json:"policy"`
-		LastGood  string   `json:"last_good_checkpoint"`
-	}{Step: nf.Step, Loss: fmt.Sprint(nf.Loss), GradNorm: fmt.Sprint(nf.GradNorm), BadParams: nf.BadParams, Policy: policy, LastGood: ckpt}
-	for _, i := range nf.Samples {
+// guardSample names one sample of a batch that went non-finite in
+// guard.json: a window (Row is the row it ends at) or a sequence (Row is
+// its first row, Events its length).
+type guardSample struct {
+	Index      int32  `json:"index"`
+	Instrument string `json:"instrument"`
+	Row        uint32 `json:"row"`
+	Events     int    `json:"events,omitempty"`
+	TsNs       int64  `json:"ts_ns"`
+}
+
+// windowSamples describes training sample i of refs.
+func windowSamples(w *batch.Windows, refs []batch.Ref) func(i int32) guardSample {
+	return func(i int32) guardSample {
 		r := refs[i]
 		s := &w.Series[r.Series]
-		rep.Samples = append(rep.Samples, sample{Index: i, Instrument: s.Symbol, Row: r.Row, TsNs: s.TsNs[r.Row]})
+		return guardSample{Index: i, Instrument: s.Symbol, Row: r.Row, TsNs: s.TsNs[r.Row]}
+	}
+}
+
+// guardStop writes guard.json (the step, its samples as sampleOf describes
+// them, the layers whose gradients went bad, the policy that stopped and
+// the last good checkpoint) and returns the error that ends the run.
+func guardStop(dir string, sampleOf func(int32) guardSample, nf *guard.NonFiniteError, ckpt, policy string) error {
+	rep := struct {
+		Step      int64         `json:"step"`
+		Loss      string        `json:"loss"`
+		GradNorm  string        `json:"grad_norm"`
+		BadParams []string      `json:"nonfinite_gradients"`
+		Samples   []guardSample `json:"samples"`
+		Policy    string        `json:"policy"`
+		LastGood  string        `json:"last_good_checkpoint"`
+	}{Step: nf.Step, Loss: fmt.Sprint(nf.Loss), GradNorm: fmt.Sprint(nf.GradNorm), BadParams: nf.BadParams, Policy: policy, LastGood: ckpt}
+	for _, i := range nf.Samples {
+		rep.Samples = append(rep.Samples, sampleOf(i))
 	}
 	data, _ := json.MarshalIndent(rep, "", "  ")
 	path := filepath.Join(dir, "guard.json")
