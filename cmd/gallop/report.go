@@ -50,6 +50,7 @@ type metricLine struct {
 	Accuracy *float64 `json:"accuracy"`
 	MacroF1  *float64 `json:"macro_f1"`
 	LogLoss  *float64 `json:"log_loss"`
+	Final    bool     `json:"final"` // the end-of-run evaluation
 }
 
 func readMetrics(path string) ([]metricLine, error) {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -662,5 +663,41 @@ func TestSequenceGuardPolicies(t *testing.T) {
 	data, _ = os.ReadFile(filepath.Join(res.RunDir, "guard.json"))
 	if err == nil || res.Rollbacks != maxRollbacks || !strings.Contains(string(data), "still non-finite after") {
 		t.Fatalf("rollback, poison everywhere: %+v %v\n%s\n%s", res, err, stderr.String(), data)
+	}
+}
+
+// TestSequenceEvalEvery: a sequence run validates every eval_every steps
+// (validation curve points in metrics.jsonl, hence the report) and with
+// select_best keeps the best state under checkpoints/best, reporting the
+// better of it and the final state.
+func TestSequenceEvalEvery(t *testing.T) {
+	c := tinyConfig(t)
+	c.Model.Arch, c.Model.Layout, c.Model.Hidden = "gru", "packed", []int{8}
+	c.Train.BatchSize, c.Train.Steps, c.Train.EvalEvery, c.Train.SelectBest, c.Data.SeqLen = 8, 60, 20, true, 32
+	var out bytes.Buffer
+	res, err := Train(context.Background(), c, trainOptions{quiet: true, out: &out}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	ms, err := readMetrics(filepath.Join(res.RunDir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []int64
+	best := -1.0
+	for _, m := range ms {
+		if m.Split == "val" && !m.Final {
+			steps = append(steps, m.Step)
+			best = max(best, *m.MacroF1)
+		}
+	}
+	if !slices.Equal(steps, []int64{19, 39}) {
+		t.Fatalf("validation at steps %v, want [19 39]", steps)
+	}
+	if ck, _ := train.LatestCheckpoint(filepath.Join(res.RunDir, "checkpoints", "best")); ck == "" {
+		t.Fatal("no best checkpoint")
+	}
+	if res.MacroF1 < best-1e-9 {
+		t.Fatalf("reported macro-F1 %v below the best validation %v", res.MacroF1, best)
 	}
 }

@@ -46,6 +46,12 @@ type seqRun struct {
 	tokens        int64
 	// Guard outcomes: steps with non-finite values, rollbacks.
 	nonFinite, rollbacks int64
+	// Validation every train.eval_every steps, and with train.select_best
+	// the best state by macro-F1 so far.
+	valSeqs  []batch.Seq
+	bestF1   float64
+	bestStep int64
+	bestCkpt string
 }
 
 func parseLayout(s string) (batch.Layout, error) {
@@ -265,6 +271,14 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			end(rec, profile.Checkpoint, t)
 			mark(rec, "checkpoint")
 		}
+		if c.Train.EvalEvery > 0 && (step+1)%int64(c.Train.EvalEvery) == 0 && step+1 != int64(c.Train.Steps) {
+			if err := r.evalDuring(ctx, step, samplerState); err != nil {
+				w.Close()
+				return step - from, lastCkpt, err
+			}
+			t = end(rec, profile.Eval, t)
+			mark(rec, "eval")
+		}
 		if rec != nil {
 			// A sample is a position holding an event.
 			rec.EndStep(tokens, tokens)
@@ -278,6 +292,23 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 	r.nonFinite, _ = w.Counts()
 	r.steady = time.Since(start) - r.first
 	return int64(c.Train.Steps) - from, lastCkpt, err
+}
+
+// evalDuring validates after step, logs it, and with train.select_best
+// keeps the state if its macro-F1 is the best so far.
+func (r *seqRun) evalDuring(ctx context.Context, step int64, sampler batch.SamplerState) error {
+	ev, err := r.eval(ctx, r.valSeqs)
+	if err != nil {
+		return err
+	}
+	f1 := ev.Confusion.MacroF1()
+	r.enc.Encode(map[string]any{"step": step, "split": "val", "accuracy": ev.Confusion.Accuracy(), "macro_f1": f1, "log_loss": ev.LogLoss})
+	if !r.cfg.Train.SelectBest || f1 <= r.bestF1 {
+		return nil
+	}
+	r.bestCkpt, err = train.SaveCheckpoint(filepath.Join(r.dir, "checkpoints", "best"), r.m, r.st, train.Checkpoint{Sampler: sampler, Seed: r.cfg.Seed}, 1)
+	r.bestF1, r.bestStep = f1, step
+	return err
 }
 
 // seqSamples describes training sequence i of seqs for guard.json.
@@ -366,7 +397,8 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 		return res, err
 	}
 	defer f.Close()
-	r := &seqRun{cfg: cfg, p: p, m: m, s: s, runner: runner, st: st, resumed: resumed, onStep: onStep, dir: dir, out: out, log: stderr, enc: json.NewEncoder(f)}
+	r := &seqRun{cfg: cfg, p: p, m: m, s: s, runner: runner, st: st, resumed: resumed, onStep: onStep, dir: dir, out: out, log: stderr,
+		enc: json.NewEncoder(f), bestF1: -1}
 	if cfg.Train.Profile {
 		// FLOPs per position: 6 per parameter, as for a window (the MLP and
 		// DeepLOB run a window per position, so more than that).
@@ -385,6 +417,7 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 	if err != nil {
 		return res, err
 	}
+	r.valSeqs = valSeqs
 	fmt.Fprintf(out, "seqs     %d training and %d validation sequences of up to %d events (%s layout, %d rows per batch)\n",
 		len(trainSeqs), len(valSeqs), cfg.Data.SeqLen, cfg.Model.Layout, cfg.Train.BatchSize)
 	t0 := time.Now()
@@ -400,8 +433,19 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 	if err != nil {
 		return res, err
 	}
+	r.enc.Encode(map[string]any{"step": st.Step - 1, "split": "val", "accuracy": ev.Confusion.Accuracy(), "macro_f1": ev.Confusion.MacroF1(), "log_loss": ev.LogLoss, "final": true})
+	if cfg.Train.SelectBest && r.bestCkpt != "" && r.bestF1 > ev.Confusion.MacroF1() {
+		// Report and export the selected state.
+		if st, _, err = train.LoadCheckpoint(r.bestCkpt, m); err != nil {
+			return res, err
+		}
+		r.st = st
+		fmt.Fprintf(out, "select   best validation macro-F1 %.4f at step %d (final step: %.4f)\n", r.bestF1, r.bestStep, ev.Confusion.MacroF1())
+		if ev, err = r.eval(ctx, valSeqs); err != nil {
+			return res, err
+		}
+	}
 	conf, base := ev.Confusion, ev.Confusion.Majority()
-	r.enc.Encode(map[string]any{"step": st.Step - 1, "split": "val", "accuracy": conf.Accuracy(), "macro_f1": conf.MacroF1(), "log_loss": ev.LogLoss, "final": true})
 	res.Accuracy, res.MacroF1, res.BaseAcc, res.BaseMacroF1, res.LogLoss, res.Steps = conf.Accuracy(), conf.MacroF1(), base.Accuracy(), base.MacroF1(), ev.LogLoss, st.Step
 	res.NonFinite, res.Rollbacks = r.nonFinite, r.rollbacks
 	man.Outcome.Metrics = manifest.Metrics{"val_accuracy": res.Accuracy, "val_macro_f1": res.MacroF1, "val_log_loss": ev.LogLoss,
