@@ -92,11 +92,8 @@ func resumeRecord(ckpt, runDir string, step int64) (*manifest.Resume, error) {
 	if runDir, err = filepath.Abs(runDir); err != nil {
 		return nil, err
 	}
-	r := &manifest.Resume{Run: runDir, RunID: filepath.Base(runDir), Checkpoint: ckpt, SHA256: sum, Step: step}
-	if rec, err := manifest.Load(runDir); err == nil && rec.RunID != "" {
-		r.RunID = rec.RunID
-	}
-	return r, nil
+	// gallop train names a run by its directory (Manifest.RunID).
+	return &manifest.Resume{Run: runDir, RunID: filepath.Base(runDir), Checkpoint: ckpt, SHA256: sum, Step: step}, nil
 }
 
 // resumeTrain is gallop train --resume: the recorded config of the run

@@ -21,15 +21,13 @@ import (
 	"github.com/gallop-dev/gallop/train"
 )
 
-// seqRun trains a sequence model (GRU, transformer) over variable-length
-// sequences in the padded or packed layout, and evaluates it on the
-// validation sequences in the same layout. It returns the validation
-// confusion (over labelled positions) and the number of steps run.
+// seqRun trains a model over variable-length sequences in the padded or
+// packed layout, on one device or data parallel, and evaluates it on the
+// validation sequences in the same layout.
 type seqRun struct {
 	cfg      Config
 	p        *prepared
 	m        model.Model
-	s        *train.Stepper
 	runner   *train.SeqRunner // one device or several (data parallel)
 	st       *train.State
 	resumed  *train.Checkpoint // the checkpoint the run continues from, or nil
@@ -389,7 +387,7 @@ func (r *seqRun) eval(ctx context.Context, valSeqs []batch.Seq) (train.EvalResul
 }
 
 // trainSequences is gallop train's path for --layout padded|packed.
-func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model, s *train.Stepper, runner *train.SeqRunner, st *train.State,
+func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model, runner *train.SeqRunner, st *train.State,
 	resumed *train.Checkpoint, onStep func(int64), peak float64, man *manifest.Manifest, dir string, out, stderr io.Writer, start time.Time) (Result, error) {
 	res := Result{RunDir: dir}
 	f, err := os.Create(filepath.Join(dir, "metrics.jsonl"))
@@ -397,20 +395,18 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 		return res, err
 	}
 	defer f.Close()
-	r := &seqRun{cfg: cfg, p: p, m: m, s: s, runner: runner, st: st, resumed: resumed, onStep: onStep, dir: dir, out: out, log: stderr,
+	r := &seqRun{cfg: cfg, p: p, m: m, runner: runner, st: st, resumed: resumed, onStep: onStep, dir: dir, out: out, log: stderr,
 		enc: json.NewEncoder(f), bestF1: -1}
 	if cfg.Train.Profile {
 		// FLOPs per position: 6 per parameter, as for a window (the MLP and
 		// DeepLOB run a window per position, so more than that).
 		r.rec = profile.New(profile.Config{FLOPsPerSample: 6 * float64(model.Count(m.Params())), PeakFLOPs: peak})
 		if par := runner.Parallel(); par != nil {
-			pr, err := par.ProbeAllReduce(20)
+			probe, err := probeAllReduce(par, r.rec)
 			if err != nil {
 				return res, err
 			}
-			r.rec.Collective("gradient all-reduce", par.Devices(), pr.Bytes, pr.Collective)
-			fmt.Fprintf(out, "parallel gradient all-reduce of %.1f MB alone: %s (a call of it %s)\n",
-				float64(pr.Bytes)/1e6, pr.Collective.Round(time.Microsecond), pr.Call.Round(time.Microsecond))
+			fmt.Fprintf(out, "parallel %s\n", probe)
 		}
 	}
 	trainSeqs, valSeqs, err := r.seqs()

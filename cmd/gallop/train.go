@@ -324,18 +324,10 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	mean, std := p.mean, p.std
 	sched, _ := train.ParseSchedule(cfg.Train.Schedule, cfg.Train.LR, int64(cfg.Train.Steps))
 	if cfg.Model.Layout != "" {
-		n := max(1, len(spec.IDs))
-		switch {
-		case cfg.Train.BatchSize%n != 0:
-			return res, fmt.Errorf("train: batch size %d does not split over %d GPUs", cfg.Train.BatchSize, n)
-		case n > 1 && cfg.Train.OnNonFinite == "rollback":
-			return res, fmt.Errorf("train: --on-nonfinite rollback is not supported on several GPUs yet")
-		}
-		po, err := train.ParseParallelOptions(cfg.Train.DPStrategy, cfg.Train.DPReduce)
+		n, po, err := dataParallel(cfg, spec)
 		if err != nil {
 			return res, err
 		}
-		po.BucketBytes = int64(cfg.Train.DPBucketMB * 1e6)
 		runner, err := train.NewSeqRunner(stepper, st, norm, n, po)
 		if err != nil {
 			return res, err
@@ -343,7 +335,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		if n > 1 {
 			fmt.Fprintf(out, "parallel %d GPUs, %s; each step's sequences split over them by %s, %d rows each\n", n, cfg.Train.DPStrategy, cfg.Data.SeqBalance, cfg.Train.BatchSize/n)
 		}
-		return trainSequences(ctx, cfg, p, m, stepper, runner, st, resumed, opt.onStep, peak, man, dir, out, stderr, start)
+		return trainSequences(ctx, cfg, p, m, runner, st, resumed, opt.onStep, peak, man, dir, out, stderr, start)
 	}
 
 	var rec *profile.Recorder
@@ -366,23 +358,13 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		if spec.Kind == "gpu" {
 			lcfg.Backend = backend
 		}
-		n := max(1, len(spec.IDs))
-		switch {
-		case cfg.Train.Accumulate != 1 && n > 1:
-			return res, fmt.Errorf("train: several GPUs with gradient accumulation are not supported yet")
-		case n > 1 && cfg.Train.OnNonFinite == "rollback":
-			return res, fmt.Errorf("train: --on-nonfinite rollback is not supported on several GPUs yet")
-		case cfg.Train.BatchSize%n != 0:
-			return res, fmt.Errorf("train: batch size %d does not split over %d GPUs", cfg.Train.BatchSize, n)
+		n, po, err := dataParallel(cfg, spec)
+		if err != nil {
+			return res, err
 		}
 		if cfg.Train.Accumulate == 1 {
 			// Several GPUs: each holds the dataset and a replica of the
 			// state; the batch's rows are split over them per step.
-			po, err := train.ParseParallelOptions(cfg.Train.DPStrategy, cfg.Train.DPReduce)
-			if err != nil {
-				return res, err
-			}
-			po.BucketBytes = int64(cfg.Train.DPBucketMB * 1e6)
 			if runner, err = train.NewRunner(stepper, st, win, norm, n, po); err != nil {
 				return res, err
 			}
@@ -393,14 +375,11 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 					how += fmt.Sprintf(", %s all-reduce in %g MB buckets", cfg.Train.DPReduce, cfg.Train.DPBucketMB)
 				}
 				if rec != nil {
-					// What the step has to hide: the gradient all-reduce alone.
-					pr, err := runner.Parallel().ProbeAllReduce(20)
+					probe, err := probeAllReduce(runner.Parallel(), rec)
 					if err != nil {
 						return res, err
 					}
-					rec.Collective("gradient all-reduce", n, pr.Bytes, pr.Collective)
-					how += fmt.Sprintf("; gradient all-reduce of %.1f MB alone: %s (a call of it %s)",
-						float64(pr.Bytes)/1e6, pr.Collective.Round(time.Microsecond), pr.Call.Round(time.Microsecond))
+					how += "; " + probe
 				}
 				fmt.Fprintf(out, "parallel %d GPUs, %s\n", n, how)
 			}
@@ -689,6 +668,36 @@ func trainLine(enc *json.Encoder, rec *profile.Recorder, stderr io.Writer) func(
 			rec.Span("device 0", "step", v.Start, v.Ready.Sub(v.Start))
 		}
 	}
+}
+
+// dataParallel returns the number of devices the run's device spec names
+// and the data-parallel options, refusing what several devices do not
+// support yet and a batch that does not split over them.
+func dataParallel(cfg Config, spec device.Spec) (int, train.ParallelOptions, error) {
+	n := max(1, len(spec.IDs))
+	switch {
+	case cfg.Train.Accumulate != 1 && n > 1:
+		return n, train.ParallelOptions{}, fmt.Errorf("train: several GPUs with gradient accumulation are not supported yet")
+	case n > 1 && cfg.Train.OnNonFinite == "rollback":
+		return n, train.ParallelOptions{}, fmt.Errorf("train: --on-nonfinite rollback is not supported on several GPUs yet")
+	case cfg.Train.BatchSize%n != 0:
+		return n, train.ParallelOptions{}, fmt.Errorf("train: batch size %d does not split over %d GPUs", cfg.Train.BatchSize, n)
+	}
+	po, err := train.ParseParallelOptions(cfg.Train.DPStrategy, cfg.Train.DPReduce)
+	po.BucketBytes = int64(cfg.Train.DPBucketMB * 1e6)
+	return n, po, err
+}
+
+// probeAllReduce times par's gradient all-reduce alone (what the step has
+// to hide), records it in rec and returns a line describing it.
+func probeAllReduce(par *train.Parallel, rec *profile.Recorder) (string, error) {
+	pr, err := par.ProbeAllReduce(20)
+	if err != nil {
+		return "", err
+	}
+	rec.Collective("gradient all-reduce", par.Devices(), pr.Bytes, pr.Collective)
+	return fmt.Sprintf("gradient all-reduce of %.1f MB alone: %s (a call of it %s)",
+		float64(pr.Bytes)/1e6, pr.Collective.Round(time.Microsecond), pr.Call.Round(time.Microsecond)), nil
 }
 
 // guardSample names one sample of a batch that went non-finite in
