@@ -94,7 +94,8 @@ func dlSpan(k int) (before, after int) {
 
 // DeepLOB evaluates a loaded "deeplob" model: model.DeepLOB, the
 // convolutional-LSTM model of Zhang, Zohren and Roberts (2019). It holds its
-// own copy of the weights and is read-only after NewDeepLOB: many
+// own copy of the weights and is read-only after NewDeepLOB (but for the
+// carried streams' starting state, computed once under a sync.Once): many
 // DeepLOBStreams, on many goroutines, may share one DeepLOB.
 type DeepLOB struct {
 	window, nfeat, conv, inc, hidden, classes int
@@ -253,10 +254,10 @@ func (e *DeepLOB) NewStream() *DeepLOBStream {
 // event since Reset: those of model.DeepLOB.ForwardSeq over the events
 // since Reset as one sequence, i.e. of the window of the last Window
 // events, where the events before Reset are zeros after normalisation
-// (each feature at its mean). Reset then pushes Window-1 such events, one
-// new column of every layer each (no LSTM step): that costs about Window-1
-// times a column's work, once per engine; each Reset copies the state
-// state (about 1 MB for the paper's sizes and a window of 100).
+// (each feature at its mean). A carried stream starts from the state after
+// Window-1 such events (one new column of every layer each, no LSTM step),
+// computed once per engine; each Reset copies that state (about 1 MB for
+// the paper's sizes and a window of 100).
 func (e *DeepLOB) NewStreamMode(mode Mode) (*DeepLOBStream, error) {
 	if mode != ModeWindow && mode != ModeCarried {
 		return nil, fmt.Errorf("infer: DeepLOB stream in mode %s: want window or carried", mode)

@@ -203,9 +203,15 @@ const leak = 0.01
 // logits [B, C] of the last hidden state.
 func (m *DeepLOB) Forward(params []*Node, mean, std, x *Node) *Node {
 	b := x.Shape().Dimensions[0]
-	h := m.image(Normalize(Reshape(x, b, m.W, m.F), mean, std))
+	return m.fromImage(params, m.image(Normalize(Reshape(x, b, m.W, m.F), mean, std)))
+}
+
+// fromImage runs the network on book images img [N, W, 40, 1]: the
+// convolutions and the inception module, the LSTM and the output layer.
+// It returns the logits [N, C].
+func (m *DeepLOB) fromImage(params []*Node, img *Node) *Node {
 	nc := 2 * len(m.convs())
-	h = m.lstm(params[nc:nc+3], m.features(params[:nc], h))
+	h := m.lstm(params[nc:nc+3], m.features(params[:nc], img))
 	return linear(h, params[nc+3], params[nc+4])
 }
 
@@ -219,9 +225,7 @@ func (m *DeepLOB) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node
 	b, t := d[0], d[1]
 	h := gatherColumns(Normalize(x, mean, std), m.Index) // [B, T, 40]
 	win := Stack(seqWindowRows(h, segments, m.W), 2)     // [B, T, W, 40]
-	img := Reshape(win, b*t, m.W, len(m.Index), 1)
-	nc := 2 * len(m.convs())
-	out := linear(m.lstm(params[nc:nc+3], m.features(params[:nc], img)), params[nc+3], params[nc+4])
+	out := m.fromImage(params, Reshape(win, b*t, m.W, len(m.Index), 1))
 	return Reshape(out, b, t, out.Shape().Dimensions[1])
 }
 

@@ -115,9 +115,13 @@ func (r *Runner) StepN(st *State, lrs []float64, rows []*tensors.Tensor) ([]Step
 }
 
 // check refuses, on several devices, a State other than replica 0.
-func (r *Runner) check(st *State) error {
-	if st != r.st {
-		return fmt.Errorf("train: a data-parallel Runner steps the State it was made with; make a new Runner for another (e.g. one restored from a checkpoint)")
+func (r *Runner) check(st *State) error { return checkReplica(st, r.st, "Runner") }
+
+// checkReplica refuses a State other than want, the replica 0 a
+// data-parallel runner of kind what was made with.
+func checkReplica(st, want *State, what string) error {
+	if st != want {
+		return fmt.Errorf("train: a data-parallel %s steps the State it was made with; make a new %s for another (e.g. one restored from a checkpoint)", what, what)
 	}
 	return nil
 }
@@ -214,8 +218,8 @@ func (r *SeqRunner) Step(st *State, lr float64, bs []*batch.SeqBatch) (StepOut, 
 	if r.p == nil {
 		return r.s.StepSeq(st, lr, r.mean[0], r.std[0], r.x[0], r.seg[0], r.y[0])
 	}
-	if st != r.st {
-		return StepOut{}, fmt.Errorf("train: a data-parallel SeqRunner steps the State it was made with; make a new SeqRunner for another (e.g. one restored from a checkpoint)")
+	if err := checkReplica(st, r.st, "SeqRunner"); err != nil {
+		return StepOut{}, err
 	}
 	return r.p.StepSeq(lr, r.mean, r.std, r.x, r.seg, r.y)
 }
