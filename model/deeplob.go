@@ -277,8 +277,9 @@ func (m *DeepLOB) lstm(params []*Node, x *Node) *Node {
 	gx := linear(x, params[0], params[2]) // [B, T, 4H]
 	h := Zeros(x.Graph(), shapeLike(x, x.Shape().Dimensions[0], hd))
 	c := h
+	rec := newRecurrentLinear(params[1], nil)
 	for _, g := range unstack(gx) {
-		gates := Add(g, MatMul(h, params[1]))
+		gates := Add(g, rec.apply(h))
 		part := func(k int) *Node { return Slice(gates, AxisRange(), AxisRange(k*hd, (k+1)*hd)) }
 		c = Add(Mul(Sigmoid(part(1)), c), Mul(Sigmoid(part(0)), Tanh(part(2))))
 		h = Mul(Sigmoid(part(3)), Tanh(c))

@@ -108,13 +108,12 @@ func (m *GRU) Init(seed uint64) []*tensors.Tensor {
 // [B, H]. Forward and ForwardSeq compute exactly this, with x·wx + bx of
 // all events batched into one matrix product.
 func (m *GRU) Cell(params []*Node, h, x *Node) *Node {
-	return m.cell(params, linear(x, params[0], params[2]), h)
+	return m.cell(linear(x, params[0], params[2]), linear(h, params[1], params[3]), h)
 }
 
-// cell is Cell given gx = x·wx + bx.
-func (m *GRU) cell(params []*Node, gx, h *Node) *Node {
+// cell is Cell given gx = x·wx + bx and gh = h·wh + bh.
+func (m *GRU) cell(gx, gh, h *Node) *Node {
 	hd := m.H
-	gh := linear(h, params[1], params[3])
 	part := func(g *Node, i int) *Node { return Slice(g, AxisRange(), AxisRange(i*hd, (i+1)*hd)) }
 	r := Sigmoid(Add(part(gx, 0), part(gh, 0)))
 	z := Sigmoid(Add(part(gx, 1), part(gh, 1)))
@@ -129,8 +128,9 @@ func (m *GRU) Forward(params []*Node, mean, std, x *Node) *Node {
 	xs := Normalize(Reshape(x, b, m.W, m.F), mean, std)
 	gx := linear(xs, params[0], params[2]) // [B, W, 3H]
 	h := Zeros(x.Graph(), shapeLike(x, b, m.H))
+	rec := newRecurrentLinear(params[1], params[3])
 	for _, g := range unstack(gx) {
-		h = m.cell(params, g, h)
+		h = m.cell(g, rec.apply(h), h)
 	}
 	return linear(h, params[4], params[5])
 }
@@ -147,9 +147,11 @@ func (m *GRU) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node {
 	last := Zeros(x.Graph(), shapeLike(segments, b)) // 0: no sequence yet
 	noSeg := ScalarZero(x.Graph(), segments.DType())
 	hs := make([]*Node, t)
+	rec := newRecurrentLinear(params[1], params[3])
 	for i, g := range unstack(gx) {
 		s := Reshape(Slice(segments, AxisRange(), AxisElem(i)), b)
-		hn := m.cell(params, g, Where(Equal(s, last), h, zero))
+		hp := Where(Equal(s, last), h, zero)
+		hn := m.cell(g, rec.apply(hp), hp)
 		valid := NotEqual(s, noSeg)
 		h = Where(valid, hn, h)
 		last = Where(valid, s, last)
