@@ -40,6 +40,12 @@ type MLP struct {
 	// is given), in order, e.g. DeepLOBIndex's 40 book columns; nil means
 	// all F.
 	Index []int
+	// WeightGradsFirst orders the backward pass layer by layer: each
+	// layer's weight gradient is computed before the input gradient goes on
+	// to the layer below (see weightGradFirst). The values are the same;
+	// on several GPUs it lets each weight gradient's all-reduce overlap the
+	// rest of the backward pass.
+	WeightGradsFirst bool
 }
 
 // NewMLPOn is NewMLP over the feature columns index (of f) only.
@@ -149,7 +155,11 @@ func (m *MLP) Forward(params []*Node, mean, std, x *Node) *Node {
 // dense runs the layers over h [N, W*inputs] and returns the logits [N, C].
 func (m *MLP) dense(params []*Node, h *Node) *Node {
 	for i := 0; i < len(params); i += 2 {
-		h = Add(MatMul(h, params[i]), ExpandAxes(params[i+1], 0))
+		x, w := h, params[i]
+		if m.WeightGradsFirst {
+			x, w = weightGradFirst(x, w)
+		}
+		h = Add(MatMul(x, w), ExpandAxes(params[i+1], 0))
 		if i+2 < len(params) {
 			h = Max(h, ZerosLike(h))
 		}

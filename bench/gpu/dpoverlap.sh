@@ -4,6 +4,8 @@
 # GPUs under XLA flag variants, with the optimized schedule of the step
 # printed (bench/gpu/hlosched.py): where the all-reduces start and finish
 # among the matmuls. Needs .dev/gallop. See BENCHMARKS.md, "Data parallel".
+# ARGS: more gallop train flags for the several-GPU runs, TAG: a suffix for
+# their names, e.g. ARGS=--dp-weight-grads-first TAG=-wgf.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -30,6 +32,6 @@ run() { # name devices xla-flags args...
 for v in ${VARIANTS:-"base=" "lhs=--xla_gpu_enable_latency_hiding_scheduler=true" "nocombine=--xla_gpu_all_reduce_combine_threshold_bytes=0" "lhs-8mb=--xla_gpu_enable_latency_hiding_scheduler=true,--xla_gpu_all_reduce_combine_threshold_bytes=8388608"}; do
   name=${v%%=*} flags=${v#*=}; flags=${flags//,/ }
   for st in sharding replicas; do
-    run mlp-$N-$st-$name $ids "$flags" $M --batch-size $((1024*N)) --dp-strategy $st
+    run mlp-$N-$st-$name${TAG:-} $ids "$flags" $M --batch-size $((1024*N)) --dp-strategy $st ${ARGS:-}
   done
 done

@@ -12,6 +12,7 @@ import (
 	"github.com/gallop-dev/gallop/data/dataset"
 	"github.com/gallop-dev/gallop/data/feature"
 	"github.com/gallop-dev/gallop/data/sim"
+	"github.com/gallop-dev/gallop/device"
 	"github.com/gallop-dev/gallop/guard"
 	"github.com/gallop-dev/gallop/model"
 	"github.com/gallop-dev/gallop/profile"
@@ -135,5 +136,35 @@ func BenchmarkLoop(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
 		})
+	}
+}
+
+// TestDataParallelWeightGradsFirst checks that train.dp_weight_grads_first
+// reaches the MLP on several devices only, and that dataParallel refuses a
+// batch that does not split over them.
+func TestDataParallelWeightGradsFirst(t *testing.T) {
+	for _, c := range []struct {
+		ids  []int
+		flag bool
+		want bool
+	}{{[]int{0, 1}, true, true}, {[]int{0}, true, false}, {nil, true, false}, {[]int{0, 1}, false, false}} {
+		cfg := DefaultConfig()
+		cfg.Train.DPWeightGradsFirst = c.flag
+		m, err := buildModel(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := dataParallel(cfg, device.Spec{Kind: "gpu", IDs: c.ids}, m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.(*model.MLP).WeightGradsFirst; got != c.want {
+			t.Errorf("devices %v, dp_weight_grads_first %v: MLP.WeightGradsFirst = %v, want %v", c.ids, c.flag, got, c.want)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Train.BatchSize = 255
+	m, _ := buildModel(cfg)
+	if _, _, err := dataParallel(cfg, device.Spec{Kind: "gpu", IDs: []int{0, 1}}, m); err == nil || !strings.Contains(err.Error(), "does not split") {
+		t.Errorf("batch 255 over 2 GPUs: err = %v, want a refusal", err)
 	}
 }

@@ -46,7 +46,7 @@ func resumeTarget(path string) (ckpt, runDir string, err error) {
 func resumeMayChange(key string) bool {
 	switch key {
 	case "device", "runs_dir", "deterministic", "data.seq_balance",
-		"train.steps_per_call", "train.dp_strategy", "train.dp_reduce", "train.dp_bucket_mb",
+		"train.steps_per_call", "train.dp_strategy", "train.dp_reduce", "train.dp_bucket_mb", "train.dp_weight_grads_first",
 		"train.eval_every", "train.checkpoint_every", "train.keep_checkpoints", "train.prefetch",
 		"train.guard_lag", "train.on_nonfinite", "train.rollback_lr_factor", "train.spike_z",
 		"train.profile", "train.select_best":

@@ -324,7 +324,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	mean, std := p.mean, p.std
 	sched, _ := train.ParseSchedule(cfg.Train.Schedule, cfg.Train.LR, int64(cfg.Train.Steps))
 	if cfg.Model.Layout != "" {
-		n, po, err := dataParallel(cfg, spec)
+		n, po, err := dataParallel(cfg, spec, m)
 		if err != nil {
 			return res, err
 		}
@@ -358,7 +358,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		if spec.Kind == "gpu" {
 			lcfg.Backend = backend
 		}
-		n, po, err := dataParallel(cfg, spec)
+		n, po, err := dataParallel(cfg, spec, m)
 		if err != nil {
 			return res, err
 		}
@@ -672,9 +672,14 @@ func trainLine(enc *json.Encoder, rec *profile.Recorder, stderr io.Writer) func(
 
 // dataParallel returns the number of devices the run's device spec names
 // and the data-parallel options, refusing what several devices do not
-// support yet and a batch that does not split over them.
-func dataParallel(cfg Config, spec device.Spec) (int, train.ParallelOptions, error) {
+// support yet and a batch that does not split over them. It also sets an
+// MLP's WeightGradsFirst as train.dp_weight_grads_first asks, on several
+// devices only (one has no all-reduce to overlap).
+func dataParallel(cfg Config, spec device.Spec, m model.Model) (int, train.ParallelOptions, error) {
 	n := max(1, len(spec.IDs))
+	if mlp, ok := m.(*model.MLP); ok {
+		mlp.WeightGradsFirst = n > 1 && cfg.Train.DPWeightGradsFirst
+	}
 	switch {
 	case cfg.Train.Accumulate != 1 && n > 1:
 		return n, train.ParallelOptions{}, fmt.Errorf("train: several GPUs with gradient accumulation are not supported yet")
