@@ -82,3 +82,29 @@ func TestRecurrentLinearGradient(t *testing.T) {
 		}
 	}
 }
+
+// TestReLU checks relu's values (NaN kept, as Max keeps it, so the guard
+// sees it) and its one-pass gradient.
+func TestReLU(t *testing.T) {
+	be, err := gocpu.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nan := float32(math.NaN())
+	out, err := CallOnceN(be, func(x *Node) []*Node {
+		y := relu(x)
+		return []*Node{y, Gradient(ReduceAllSum(Mul(y, Iota(x.Graph(), x.Shape(), 0))), x)[0]}
+	}, []float32{-1, 0, 2, nan, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, g := tensors.MustCopyFlatData[float32](out[0]), tensors.MustCopyFlatData[float32](out[1])
+	want := []float32{0, 0, 2, nan, 3}
+	wantG := []float32{0, 0, 2, 3, 4}
+	for i := range want {
+		same := y[i] == want[i] || (math.IsNaN(float64(y[i])) && math.IsNaN(float64(want[i])))
+		if !same || g[i] != wantG[i] {
+			t.Errorf("relu at %d: value %g, gradient %g; want %g, %g", i, y[i], g[i], want[i], wantG[i])
+		}
+	}
+}

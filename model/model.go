@@ -152,6 +152,14 @@ func (m *MLP) Forward(params []*Node, mean, std, x *Node) *Node {
 	return m.dense(params, Reshape(h, b, m.W*m.inputs()))
 }
 
+// relu is max(x, 0) (NaN stays NaN) as a Where, whose gradient is one
+// pass, Where(x <= 0, 0, v), where autodiff of Max builds six elementwise
+// passes (a difference, two signs, an add and two products).
+func relu(x *Node) *Node {
+	zeros := ZerosLike(x)
+	return Where(LessOrEqual(x, zeros), zeros, x)
+}
+
 // dense runs the layers over h [N, W*inputs] and returns the logits [N, C].
 func (m *MLP) dense(params []*Node, h *Node) *Node {
 	for i := 0; i < len(params); i += 2 {
@@ -161,7 +169,7 @@ func (m *MLP) dense(params []*Node, h *Node) *Node {
 		}
 		h = Add(MatMul(x, w), ExpandAxes(params[i+1], 0))
 		if i+2 < len(params) {
-			h = Max(h, ZerosLike(h))
+			h = relu(h)
 		}
 	}
 	return h
