@@ -321,7 +321,7 @@ func (s *Stepper) update(ps, ms, vs, grads []*Node, gnorm, hyper, amp, ok *Node)
 			if s.opt.WeightDecay > 0 {
 				step = Add(step, MulScalar(ps[i], float32(s.opt.WeightDecay)))
 			}
-			p, v = Sub(ps[i], Mul(lr, step)), vs[i]
+			p, v = Sub(ps[i], Mul(step, lr)), vs[i]
 		} else {
 			b1, b2 := float32(s.opt.Beta1), float32(s.opt.Beta2)
 			m = Add(MulScalar(ms[i], b1), MulScalar(gr, 1-b1))
@@ -330,7 +330,7 @@ func (s *Stepper) update(ps, ms, vs, grads []*Node, gnorm, hyper, amp, ok *Node)
 			if s.opt.WeightDecay > 0 {
 				upd = Add(upd, MulScalar(ps[i], float32(s.opt.WeightDecay)))
 			}
-			p = Sub(ps[i], Mul(lr, upd))
+			p = Sub(ps[i], Mul(upd, lr))
 		}
 		// A skipped step changes nothing: the state stays the last good one.
 		np[i], nm[i], nv[i] = Where(ok, p, ps[i]), Where(ok, m, ms[i]), Where(ok, v, vs[i])

@@ -10,13 +10,18 @@ p50() { ./.dev/gallop profile "$(ls -td "$1"/*/ | head -1)" | grep -oE "p50 [0-9
 run() { # name ngpu args...
   name=$1 n=$2; shift 2
   ids=$(seq -s, 0 $((n-1)))
-  ./.dev/gallop train --quiet --events 100000 --eval-every 0 --checkpoint-every 0 --device gpu:$ids --runs-dir "$OUT/$name" "$@" > "$OUT/$name.log" 2>&1 || { tail -3 "$OUT/$name.log"; return; }
-  echo "$name gpus=$n $(p50 $OUT/$name)"
+  timeout 120 ./.dev/gallop train --quiet --events ${EVENTS:-100000} --eval-every 0 --checkpoint-every 0 --device gpu:$ids --runs-dir "$OUT/$name" "$@" > "$OUT/$name.log" 2>&1 || { tail -3 "$OUT/$name.log"; return; }
+  echo "$name gpus=$n $(p50 $OUT/$name)" | tee -a "$OUT/scaling.txt"
 }
-for n in 1 2 4; do
+# The MLPs first (they compile in seconds), then DeepLOB (about 20 s a
+# compile) on a smaller market: one 4-GPU call ran out of time otherwise.
+for n in 1 2 4 8; do
   [ $n -le $N ] || continue
-  run deeplob-weak-$n $n --arch deeplob --window 100 --batch-size $((256*n)) --steps 200
-  run deeplob-strong-$n $n --arch deeplob --window 100 --batch-size 1024 --steps 200
   run mlp-weak-$n $n --window 20 --hidden 4096,4096,4096,4096 --batch-size $((1024*n)) --steps 300
   run mlp-strong-$n $n --window 20 --hidden 4096,4096,4096,4096 --batch-size 4096 --steps 300
+done
+for n in 1 2 4 8; do
+  [ $n -le $N ] || continue
+  EVENTS=60000 run deeplob-weak-$n $n --arch deeplob --window 100 --batch-size $((256*n)) --steps 120
+  EVENTS=60000 run deeplob-strong-$n $n --arch deeplob --window 100 --batch-size 1024 --steps 120
 done
