@@ -160,8 +160,10 @@ func (m *GRU) ForwardSeq(params []*Node, mean, std, x, segments *Node) *Node {
 	return linear(Stack(hs, 1), params[4], params[5])
 }
 
-// Normalize returns (x - mean) / std for x [..., F] and mean, std [F]: the
-// per-feature normalisation every model applies first.
+// Normalize returns (x - mean) · (1 / std) for x [..., F] and mean, std
+// [F]: the per-feature normalisation every model applies first, in the
+// form the inference engine computes (a product by the reciprocal, which
+// is also cheaper than a division per element).
 func Normalize(x, mean, std *Node) *Node {
 	r := x.Rank()
 	dims := make([]int, r)
@@ -169,7 +171,7 @@ func Normalize(x, mean, std *Node) *Node {
 		dims[i] = 1
 	}
 	dims[r-1] = x.Shape().Dimensions[r-1]
-	return Div(Sub(x, Reshape(mean, dims...)), Reshape(std, dims...))
+	return Mul(Sub(x, Reshape(mean, dims...)), Reshape(Reciprocal(std), dims...))
 }
 
 // linear returns x·w + b for x [..., K], w [K, N], b [N] (b may be nil), as

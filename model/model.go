@@ -144,8 +144,7 @@ func (m *MLP) Init(seed uint64) []*tensors.Tensor {
 func (m *MLP) Forward(params []*Node, mean, std, x *Node) *Node {
 	b := x.Shape().Dimensions[0]
 	// Normalise each feature of each window row: [B, W, F].
-	h := Reshape(x, b, m.W, m.F)
-	h = Div(Sub(h, Reshape(mean, 1, 1, m.F)), Reshape(std, 1, 1, m.F))
+	h := Normalize(Reshape(x, b, m.W, m.F), mean, std)
 	if m.Index != nil {
 		h = gatherColumns(h, m.Index)
 	}

@@ -307,6 +307,7 @@ func (s *Stepper) update(ps, ms, vs, grads []*Node, gnorm, hyper, amp, ok *Node)
 	lr := Reshape(Slice(hyper, AxisElem(0)))
 	bc1 := Reshape(Slice(hyper, AxisElem(1)))
 	bc2 := Reshape(Slice(hyper, AxisElem(2)))
+	stepSize, invSqrtBC2 := Div(lr, bc1), Rsqrt(bc2)
 	np, nm, nv = make([]*Node, len(ps)), make([]*Node, len(ps)), make([]*Node, len(ps))
 	for i := range ps {
 		gr := Mul(grads[i], scale)
@@ -326,11 +327,15 @@ func (s *Stepper) update(ps, ms, vs, grads []*Node, gnorm, hyper, amp, ok *Node)
 			b1, b2 := float32(s.opt.Beta1), float32(s.opt.Beta2)
 			m = Add(MulScalar(ms[i], b1), MulScalar(gr, 1-b1))
 			v = Add(MulScalar(vs[i], b2), MulScalar(Square(gr), 1-b2))
-			upd := Div(Div(m, bc1), Add(Sqrt(Div(v, bc2)), Const(g, float32(s.opt.Eps))))
+			// PyTorch's form: lr/(1-β1^t) · m / (√v/√(1-β2^t) + ε), the
+			// bias corrections folded into two scalars.
+			upd := Div(m, AddScalar(Mul(Sqrt(v), invSqrtBC2), s.opt.Eps))
 			if s.opt.WeightDecay > 0 {
-				upd = Add(upd, MulScalar(ps[i], float32(s.opt.WeightDecay)))
+				// Decoupled (AdamW): lr·wd·p, not scaled by the correction.
+				p = Sub(ps[i], Add(Mul(upd, stepSize), Mul(MulScalar(ps[i], float32(s.opt.WeightDecay)), lr)))
+			} else {
+				p = Sub(ps[i], Mul(upd, stepSize))
 			}
-			p = Sub(ps[i], Mul(upd, lr))
 		}
 		// A skipped step changes nothing: the state stays the last good one.
 		np[i], nm[i], nv[i] = Where(ok, p, ps[i]), Where(ok, m, ms[i]), Where(ok, v, vs[i])
