@@ -106,9 +106,11 @@ type TrainConfig struct {
 	DPBucketMB float64 `toml:"dp_bucket_mb" json:"dp_bucket_mb"`
 	// DPWeightGradsFirst orders an MLP's backward pass layer by layer on
 	// several GPUs (each layer's weight gradient before the gradient goes
-	// on to the layer below), so each weight gradient's all-reduce runs
-	// under the rest of the backward pass. Same values; XLA's own order
-	// computes every weight gradient last.
+	// on to the layer below), so each weight gradient's all-reduce can run
+	// under the rest of the backward pass (XLA's own order computes every
+	// weight gradient last). Same values; off by default: on 2×H200 XLA
+	// still waited for each all-reduce after one gemm and the step got
+	// slower (BENCHMARKS.md).
 	DPWeightGradsFirst bool `toml:"dp_weight_grads_first" json:"dp_weight_grads_first"`
 	EvalEvery          int  `toml:"eval_every" json:"eval_every"`
 	CheckpointEvery    int  `toml:"checkpoint_every" json:"checkpoint_every"`
@@ -363,7 +365,7 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Train.StepsPerCall, "steps-per-call", c.Train.StepsPerCall, "optimizer steps per call of the compiled graph (unrolled; for small models on a GPU)")
 	fs.StringVar(&c.Train.DPStrategy, "dp-strategy", c.Train.DPStrategy, "several GPUs: sharding (XLA's SPMD partitioner places the all-reduces) or replicas (each device's gradients averaged by gallop's all-reduces, as PyTorch DDP)")
 	fs.StringVar(&c.Train.DPReduce, "dp-reduce", c.Train.DPReduce, "several GPUs, replicas: gradient all-reduce in fp32 or bf16")
-	fs.BoolVar(&c.Train.DPWeightGradsFirst, "dp-weight-grads-first", c.Train.DPWeightGradsFirst, "several GPUs, mlp: compute each layer's weight gradient before the layer below's backward pass, so its all-reduce overlaps the rest")
+	fs.BoolVar(&c.Train.DPWeightGradsFirst, "dp-weight-grads-first", c.Train.DPWeightGradsFirst, "several GPUs, mlp: compute each layer's weight gradient before the layer below's backward pass, so its all-reduce can overlap the rest (same values; 0.3-0.4 ms slower on 2×H200 with XLA's scheduler, see BENCHMARKS.md)")
 	fs.Float64Var(&c.Train.DPBucketMB, "dp-bucket-mb", c.Train.DPBucketMB, "several GPUs, replicas: gradients all-reduced in buckets of this many MB as the backward pass makes them (0: one all-reduce)")
 	fs.StringVar(&c.Train.Optimizer.Name, "optimizer", c.Train.Optimizer.Name, "adam, adamw or sgd")
 	fs.Float64Var(&c.Train.Optimizer.WeightDecay, "weight-decay", c.Train.Optimizer.WeightDecay, "decoupled weight decay")
