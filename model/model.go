@@ -43,8 +43,10 @@ type MLP struct {
 	// WeightGradsFirst orders the backward pass layer by layer: each
 	// layer's weight gradient is computed before the input gradient goes on
 	// to the layer below (see weightGradFirst). The values are the same;
-	// on several GPUs it lets each weight gradient's all-reduce overlap the
-	// rest of the backward pass.
+	// on several GPUs it is meant to let each weight gradient's all-reduce
+	// overlap the rest of the backward pass, but XLA's scheduler still
+	// waits for each one after the next gemm (BENCHMARKS.md), so gallop
+	// sets it only when asked (train.dp_weight_grads_first).
 	WeightGradsFirst bool
 }
 
