@@ -45,9 +45,9 @@ const (
 	Sharding Strategy = "sharding"
 	// Replicas compiles the step as explicit SPMD, the scheme of PyTorch's
 	// DistributedDataParallel: each device computes the loss and gradients
-	// of its own rows, one all-reduce (a single collective over every
-	// gradient and the loss) averages them, in ParallelOptions.Reduce, and
-	// every device applies the averaged update.
+	// of its own rows, gallop's all-reduces (in buckets of
+	// ParallelOptions.BucketBytes, in ParallelOptions.Reduce) average them,
+	// and every device applies the averaged update.
 	Replicas Strategy = "replicas"
 )
 

@@ -85,7 +85,7 @@ func (r *Runner) Step(st *State, lr float64, rows *tensors.Tensor) (StepOut, err
 	if r.p == nil {
 		return r.s.StepRows(st, lr, r.mean[0], r.std[0], r.data, rows)
 	}
-	if err := r.check(st); err != nil {
+	if err := checkReplica(st, r.st, "Runner"); err != nil {
 		return StepOut{}, err
 	}
 	shards, err := r.split(rows)
@@ -101,7 +101,7 @@ func (r *Runner) StepN(st *State, lrs []float64, rows []*tensors.Tensor) ([]Step
 	if r.p == nil {
 		return r.s.StepRowsN(st, lrs, r.mean[0], r.std[0], r.data, rows)
 	}
-	if err := r.check(st); err != nil {
+	if err := checkReplica(st, r.st, "Runner"); err != nil {
 		return nil, err
 	}
 	shards := make([][]*tensors.Tensor, len(rows))
@@ -113,9 +113,6 @@ func (r *Runner) StepN(st *State, lrs []float64, rows []*tensors.Tensor) ([]Step
 	}
 	return r.p.StepN(lrs, r.mean, r.std, shards)
 }
-
-// check refuses, on several devices, a State other than replica 0.
-func (r *Runner) check(st *State) error { return checkReplica(st, r.st, "Runner") }
 
 // checkReplica refuses a State other than want, the replica 0 a
 // data-parallel runner of kind what was made with.

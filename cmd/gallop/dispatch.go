@@ -13,9 +13,10 @@ import (
 )
 
 // dispatcher runs a training loop's micro-batches on the path the run set
-// up: the dataset resident on one or several devices (runner), one step per
-// call or perCall steps per call, or batches gathered on the host. It hands every step's outputs to the watcher and
-// each batch back to the loader once the step that used it is dispatched.
+// up: the dataset resident on one or several devices (runner), one step
+// per call or perCall steps per call, or batches gathered on the host. It
+// hands every step's outputs to the watcher and each batch back to the
+// loader once the step that used it is dispatched.
 type dispatcher struct {
 	stepper   *train.Stepper
 	runner    *train.Runner
@@ -58,10 +59,9 @@ func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile
 	}
 	var out train.StepOut
 	var err error
-	switch {
-	case d.runner != nil:
+	if d.runner != nil {
 		out, err = d.runner.Step(st, lr, b.Rows)
-	default:
+	} else {
 		out, err = d.stepper.Step(st, lr, d.mean, d.std, b.X, b.Y)
 	}
 	if err != nil {

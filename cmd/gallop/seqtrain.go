@@ -300,7 +300,7 @@ func (r *seqRun) evalDuring(ctx context.Context, step int64, sampler batch.Sampl
 		return err
 	}
 	f1 := ev.Confusion.MacroF1()
-	r.enc.Encode(map[string]any{"step": step, "split": "val", "accuracy": ev.Confusion.Accuracy(), "macro_f1": f1, "log_loss": ev.LogLoss})
+	evalLine(r.enc, step, "val", ev, false)
 	if !r.cfg.Train.SelectBest || f1 <= r.bestF1 {
 		return nil
 	}
@@ -429,7 +429,7 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 	if err != nil {
 		return res, err
 	}
-	r.enc.Encode(map[string]any{"step": st.Step - 1, "split": "val", "accuracy": ev.Confusion.Accuracy(), "macro_f1": ev.Confusion.MacroF1(), "log_loss": ev.LogLoss, "final": true})
+	evalLine(r.enc, st.Step-1, "val", ev, true)
 	if cfg.Train.SelectBest && r.bestCkpt != "" && r.bestF1 > ev.Confusion.MacroF1() {
 		// Report and export the selected state.
 		if st, _, err = train.LoadCheckpoint(r.bestCkpt, m); err != nil {
@@ -441,12 +441,8 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 			return res, err
 		}
 	}
-	conf, base := ev.Confusion, ev.Confusion.Majority()
-	res.Accuracy, res.MacroF1, res.BaseAcc, res.BaseMacroF1, res.LogLoss, res.Steps = conf.Accuracy(), conf.MacroF1(), base.Accuracy(), base.MacroF1(), ev.LogLoss, st.Step
-	res.NonFinite, res.Rollbacks = r.nonFinite, r.rollbacks
-	man.Outcome.Metrics = manifest.Metrics{"val_accuracy": res.Accuracy, "val_macro_f1": res.MacroF1, "val_log_loss": ev.LogLoss,
-		"baseline_accuracy": res.BaseAcc, "baseline_macro_f1": res.BaseMacroF1,
-		"nonfinite_steps": float64(res.NonFinite), "rollbacks": float64(res.Rollbacks)}
+	res.NonFinite, res.Rollbacks, res.Steps = r.nonFinite, r.rollbacks, st.Step
+	reportOutcome(&res, man, ev)
 	man.Outcome.Checkpoint = ckpt
 	evalTime := time.Since(t1)
 	t2 := time.Now()

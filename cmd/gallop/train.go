@@ -520,7 +520,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 			if err != nil {
 				return res, err
 			}
-			enc.Encode(map[string]any{"step": step, "split": "val", "accuracy": r.Confusion.Accuracy(), "macro_f1": r.Confusion.MacroF1(), "log_loss": r.LogLoss})
+			evalLine(enc, step, "val", r, false)
 			t = end(rec, profile.Eval, t)
 			mark(rec, "eval")
 			if cfg.Train.SelectBest && r.Confusion.MacroF1() > bestF1 {
@@ -567,7 +567,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	if err != nil {
 		return res, err
 	}
-	enc.Encode(map[string]any{"step": st.Step - 1, "split": "val", "accuracy": r.Confusion.Accuracy(), "macro_f1": r.Confusion.MacroF1(), "log_loss": r.LogLoss, "final": true})
+	evalLine(enc, st.Step-1, "val", r, true)
 	if cfg.Train.SelectBest && bestCkpt != "" && bestF1 > r.Confusion.MacroF1() {
 		// Report and export the selected state.
 		if st, _, err = train.LoadCheckpoint(bestCkpt, m); err != nil {
@@ -587,7 +587,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 			return res, err
 		}
 		evalSplit = "test"
-		enc.Encode(map[string]any{"step": st.Step - 1, "split": "test", "accuracy": r.Confusion.Accuracy(), "macro_f1": r.Confusion.MacroF1(), "log_loss": r.LogLoss, "final": true})
+		evalLine(enc, st.Step-1, "test", r, true)
 	}
 	evalTime := time.Since(t1)
 	conf, base := r.Confusion, r.Confusion.Majority()
@@ -600,14 +600,8 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	}
 	exportTime := time.Since(t2)
 
-	res.Accuracy, res.MacroF1 = conf.Accuracy(), conf.MacroF1()
-	res.BaseAcc, res.BaseMacroF1 = base.Accuracy(), base.MacroF1()
-	res.LogLoss, res.Steps = r.LogLoss, st.Step
-	man.Outcome.Metrics = manifest.Metrics{
-		"val_accuracy": res.Accuracy, "val_macro_f1": res.MacroF1, "val_log_loss": r.LogLoss,
-		"baseline_accuracy": res.BaseAcc, "baseline_macro_f1": res.BaseMacroF1,
-		"nonfinite_steps": float64(res.NonFinite), "rollbacks": float64(res.Rollbacks),
-	}
+	res.Steps = st.Step
+	reportOutcome(&res, man, r)
 	man.Outcome.Checkpoint, man.Outcome.Export = lastCkpt, exp
 
 	phases := map[string]float64{"data": dataTime.Seconds(), "train": trainTime.Seconds(), "eval": evalTime.Seconds(), "export": exportTime.Seconds()}
@@ -643,8 +637,6 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	return res, nil
 }
 
-// guardStop writes guard.json (what went wrong, the batch's samples and
-// the last good checkpoint) and returns the error the run exits with.
 // trainLine returns the watcher callback of a run: each step's line in
 // metrics.jsonl (loss, gradient norm, learning rate; non-finite steps and
 // loss spikes flagged), a warning on stderr for the first 5 spikes, and the
@@ -667,6 +659,30 @@ func trainLine(enc *json.Encoder, rec *profile.Recorder, stderr io.Writer) func(
 			// Dispatch until the loss could be read: the device track.
 			rec.Span("device 0", "step", v.Start, v.Ready.Sub(v.Start))
 		}
+	}
+}
+
+// evalLine writes an evaluation's line to metrics.jsonl: split "val" or
+// "test", after step; final marks the run's closing evaluation.
+func evalLine(enc *json.Encoder, step int64, split string, ev train.EvalResult, final bool) {
+	line := map[string]any{"step": step, "split": split, "accuracy": ev.Confusion.Accuracy(), "macro_f1": ev.Confusion.MacroF1(), "log_loss": ev.LogLoss}
+	if final {
+		line["final"] = true
+	}
+	enc.Encode(line)
+}
+
+// reportOutcome sets res's metrics from ev, the evaluation the run
+// reports, and records them in man with res's guard counts (set those
+// first).
+func reportOutcome(res *Result, man *manifest.Manifest, ev train.EvalResult) {
+	conf, base := ev.Confusion, ev.Confusion.Majority()
+	res.Accuracy, res.MacroF1, res.LogLoss = conf.Accuracy(), conf.MacroF1(), ev.LogLoss
+	res.BaseAcc, res.BaseMacroF1 = base.Accuracy(), base.MacroF1()
+	man.Outcome.Metrics = manifest.Metrics{
+		"val_accuracy": res.Accuracy, "val_macro_f1": res.MacroF1, "val_log_loss": res.LogLoss,
+		"baseline_accuracy": res.BaseAcc, "baseline_macro_f1": res.BaseMacroF1,
+		"nonfinite_steps": float64(res.NonFinite), "rollbacks": float64(res.Rollbacks),
 	}
 }
 
