@@ -177,6 +177,9 @@ func DefaultConfig() Config {
 // Validate reports the first value that cannot run, naming its key.
 func (c *Config) Validate() error {
 	d, t := c.Data, c.Train
+	// The sequence path parses these again where it uses them.
+	_, layoutErr := parseLayout(c.Model.Layout)
+	_, balanceErr := parseBalance(d.SeqBalance)
 	switch {
 	case d.Source != "sim" && d.Source != "shards":
 		return fmt.Errorf("config: data.source = %q: want sim or shards", d.Source)
@@ -202,10 +205,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: train.batch_size = %d, want >= 1", t.BatchSize)
 	case t.LR <= 0:
 		return fmt.Errorf("config: train.lr = %g, want > 0", t.LR)
-	case c.Model.Layout != "" && c.Model.Layout != "padded" && c.Model.Layout != "packed":
-		return fmt.Errorf("config: model.layout = %q: want padded or packed", c.Model.Layout)
-	case d.SeqBalance != "none" && d.SeqBalance != "lpt" && d.SeqBalance != "kk":
-		return fmt.Errorf("config: data.seq_balance = %q: want kk, lpt or none", d.SeqBalance)
+	case c.Model.Layout != "" && layoutErr != nil:
+		return layoutErr
+	case balanceErr != nil:
+		return balanceErr
 	case c.Model.Layout != "" && (d.SeqLen < 2 || d.SeqBucketMs <= 0):
 		return fmt.Errorf("config: data.seq_len = %d, data.seq_bucket_ms = %g: want >= 2 and > 0", d.SeqLen, d.SeqBucketMs)
 	case t.Accumulate < 1:

@@ -156,6 +156,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"train", "--schedule", "zigzag", "--quiet"}, 1, `unknown schedule "zigzag"`},
 		{[]string{"train", "--dp-strategy", "ring", "--quiet"}, 1, `train.dp_strategy = "ring"`},
 		{[]string{"train", "--arch", "gru", "--layout", "packed", "--seq-balance", "greedy", "--quiet"}, 1, `data.seq_balance = "greedy"`},
+		{[]string{"train", "--arch", "gru", "--layout", "ragged", "--quiet"}, 1, `model.layout = "ragged": want padded or packed`},
 		{[]string{"train", "--arch", "gru", "--layout", "packed", "--accumulate", "2", "--quiet"}, 1, "train.accumulate = 2 with model.layout"},
 		{[]string{"train", "--dp-strategy", "sharding", "--dp-reduce", "bf16", "--quiet"}, 1, "dp_reduce = bf16 needs dp_strategy = replicas"},
 		{[]string{"train", "--hidden", "64,x"}, 2, "not a list of integers"},

@@ -23,10 +23,11 @@ Serves an exported model (any architecture) over Databento MBO events: per
 instrument a book, features and the model's streaming state, one prediction
 per event once the instrument's window is full (--mode window, the forward
 fixed-window training uses), or from its first event with --mode carried
-(mlp, gru, deeplob) or segment (transformer), the sequence forwards. Events come from DBN files (raw or zstd; several
-are served together), from standard input ("-", the default), or from TCP
-connections each carrying a DBN stream (--listen). Predictions go to stdout
-or --out, as JSON lines or binary records:
+(mlp, gru, deeplob) or segment (transformer), the sequence forwards.
+Events come from DBN files (raw or zstd; several are served together), from
+standard input ("-", the default), or from TCP connections each carrying a
+DBN stream (--listen). Predictions go to stdout or --out, as JSON lines or
+binary records:
 
   json  {"instrument":5482,"ts_event":1703401200000123456,"logits":[...],"probs":[...],"compute_ns":2310}
   bin   a 16-byte header ("GLP", version 1, u32 8, u16 classes C, u16 record
