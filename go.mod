@@ -29,3 +29,6 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 	k8s.io/klog/v2 v2.140.0 // indirect
 )
+
+// Asynchronous Execute: see third_party/go-xla/GALLOP.md.
+replace github.com/gomlx/go-xla => ./third_party/go-xla

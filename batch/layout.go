@@ -4,6 +4,11 @@ import (
 	"context"
 	"fmt"
 	"sync"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	"github.com/gomlx/gomlx/core/tensors"
 )
 
 // Layout is how a batch of variable-length sequences is arranged in B rows
@@ -226,6 +231,10 @@ type SeqBatch struct {
 	Rank     int
 	Epoch    int
 	State    SamplerState // the sampler's state after this batch's global step
+	// OnDevice holds X, Segments and Labels copied to the rank's device
+	// when the loader stages batches (SeqLoaderConfig.Backend); nil
+	// otherwise. The loader frees them when it reuses the batch.
+	OnDevice *StagedSeq
 
 	x    []float32
 	seg  []int32
@@ -233,6 +242,57 @@ type SeqBatch struct {
 	n    int64         // loader: batch number
 	done chan struct{} // loader: signalled when assembled
 	err  error         // loader: why assembly failed
+}
+
+// StagedSeq is a sequence batch's tensors on a device: X [B, T, F] float32,
+// Segments and Labels [B, T] int32.
+type StagedSeq struct {
+	X, Segments, Labels *tensors.Tensor
+}
+
+// stage copies the batch's buffers to device dev of backend into
+// b.OnDevice, freeing the tensors an earlier use of b staged. The copies
+// are made when stage returns, so the host buffers may be refilled.
+func (b *SeqBatch) stage(backend compute.Backend, dev compute.DeviceNum) error {
+	b.unstage()
+	st := &StagedSeq{}
+	for _, c := range []struct {
+		dst   **tensors.Tensor
+		flat  any
+		shape shapes.Shape
+	}{
+		{&st.X, b.X, shapes.Make(dtypes.Float32, b.B, b.T, b.F)},
+		{&st.Segments, b.Segments, shapes.Make(dtypes.Int32, b.B, b.T)},
+		{&st.Labels, b.Labels, shapes.Make(dtypes.Int32, b.B, b.T)},
+	} {
+		buf, err := backend.BufferFromFlatData(dev, c.flat, c.shape)
+		if err != nil {
+			b.OnDevice = st
+			b.unstage()
+			return fmt.Errorf("batch: copying rank %d's batch to device %d: %w", b.Rank, dev, err)
+		}
+		if *c.dst, err = tensors.FromBuffer(buf); err != nil {
+			b.OnDevice = st
+			b.unstage()
+			return err
+		}
+	}
+	b.OnDevice = st
+	return nil
+}
+
+// unstage frees b.OnDevice. A step still running on those buffers keeps
+// them: the backend releases device memory once its readers are done.
+func (b *SeqBatch) unstage() {
+	if b.OnDevice == nil {
+		return
+	}
+	for _, t := range []*tensors.Tensor{b.OnDevice.X, b.OnDevice.Segments, b.OnDevice.Labels} {
+		if t != nil {
+			t.FinalizeAll()
+		}
+	}
+	b.OnDevice = nil
 }
 
 // NewBatch allocates a batch able to hold any of this sampler's rank
@@ -328,7 +388,8 @@ func roundUp(n, m int) int {
 }
 
 // StageError is a loader failure: the stage that failed ("source": the
-// SeqSource; "layout": a plan that does not fit the batch), the batch it
+// SeqSource; "layout": a plan that does not fit the batch; "h2d": the copy
+// to the device), the batch it
 // failed at (0-based, counted from the loader's start) and the cause.
 type StageError struct {
 	Stage string
@@ -347,6 +408,12 @@ type SeqLoaderConfig struct {
 	Rank     int // the data-parallel rank whose batches to assemble (0 to the sampler's Ranks-1)
 	Prefetch int // batches assembled ahead of the consumer (default 2)
 	Workers  int // goroutines assembling batches in parallel (default 1)
+	// Backend, when set, makes the workers copy each assembled batch to
+	// device Device of this backend (SeqBatch.OnDevice), so the copy of the
+	// next batch overlaps the running step instead of happening inside it.
+	// Leave it nil for the CPU backend, which reads host memory directly.
+	Backend compute.Backend
+	Device  compute.DeviceNum
 }
 
 // SeqLoader assembles one rank's batches of sequences ahead of the
@@ -402,7 +469,7 @@ func NewSeqLoader(ctx context.Context, src SeqSource, s *SeqSampler, cfg SeqLoad
 	l.wg.Add(1 + cfg.Workers)
 	go l.plan(s, cfg.Rank)
 	for i := 0; i < cfg.Workers; i++ {
-		go l.assemble(src, s.seqs)
+		go l.assemble(src, s.seqs, cfg.Backend, cfg.Device)
 	}
 	return l, nil
 }
@@ -430,8 +497,9 @@ func (l *SeqLoader) plan(s *SeqSampler, rank int) {
 	}
 }
 
-// assemble reads queued batches from src.
-func (l *SeqLoader) assemble(src SeqSource, seqs []Seq) {
+// assemble reads queued batches from src and, with a backend, copies them
+// to device dev.
+func (l *SeqLoader) assemble(src SeqSource, seqs []Seq, backend compute.Backend, dev compute.DeviceNum) {
 	defer l.wg.Done()
 	for {
 		select {
@@ -444,6 +512,10 @@ func (l *SeqLoader) assemble(src SeqSource, seqs []Seq) {
 			if b.err == nil {
 				if stage, err := b.fill(src, seqs); err != nil {
 					b.err = &StageError{Stage: stage, Batch: b.n, Err: err}
+				} else if backend != nil {
+					if err := b.stage(backend, dev); err != nil {
+						b.err = &StageError{Stage: "h2d", Batch: b.n, Err: err}
+					}
 				}
 			}
 			b.done <- struct{}{}

@@ -422,6 +422,11 @@ func (p *Parallel) ProbeAllReduce(reps int) (AllReduceProbe, error) {
 			if err != nil {
 				return r, fmt.Errorf("train: all-reduce probe: %w", err)
 			}
+			// Execution is asynchronous: reading each device's first
+			// output (4 bytes) waits until every device is done.
+			for d := range p.n {
+				tensors.MustConstFlatData(outs[d*len(outs)/p.n], func([]float32) {})
+			}
 			for _, o := range outs {
 				o.FinalizeAll()
 			}

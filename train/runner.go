@@ -192,6 +192,16 @@ func NewSeqRunner(s *Stepper, st *State, norm batch.Normalizer, n int, o Paralle
 	return r, nil
 }
 
+// LoaderConfig returns cfg for rank cfg.Rank's batch.SeqLoader: when
+// cfg.Backend is set (on a GPU), the loader stages each batch on the
+// rank's device, which is the one that runs its share of the step.
+func (r *SeqRunner) LoaderConfig(cfg batch.SeqLoaderConfig) batch.SeqLoaderConfig {
+	if cfg.Backend != nil {
+		cfg.Backend, cfg.Device = r.s.backend, deviceNum(cfg.Rank)
+	}
+	return cfg
+}
+
 // Devices is the number of devices the SeqRunner trains on.
 func (r *SeqRunner) Devices() int { return r.n }
 
@@ -208,6 +218,10 @@ func (r *SeqRunner) Step(st *State, lr float64, bs []*batch.SeqBatch) (StepOut, 
 		return StepOut{}, fmt.Errorf("train: a sequence step over %d devices given %d batches", r.n, len(bs))
 	}
 	for d, b := range bs {
+		if on := b.OnDevice; on != nil { // staged by the loader
+			r.x[d], r.seg[d], r.y[d] = on.X, on.Segments, on.Labels
+			continue
+		}
 		r.x[d] = tensors.FromFlatDataAndDimensions(b.X, b.B, b.T, b.F)
 		r.seg[d] = tensors.FromFlatDataAndDimensions(b.Segments, b.B, b.T)
 		r.y[d] = tensors.FromFlatDataAndDimensions(b.Labels, b.B, b.T)

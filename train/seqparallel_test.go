@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -208,5 +209,49 @@ func TestSeqParallelEqualsStacked(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestSeqRunnerReadsStagedBatches: a batch the loader staged on the device
+// (SeqBatch.OnDevice) is what SeqRunner.Step trains on: with the host
+// buffers cleared after staging, the losses and parameters are bit for bit
+// those of the host batches.
+func TestSeqRunnerReadsStagedBatches(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gocpu.New()
+	m, _ := model.NewGRU(4, feature.Count, 8, 3)
+	norm := batch.Normalizer{Mean: tensors.MustCopyFlatData[float32](f.mean), Std: tensors.MustCopyFlatData[float32](f.std)}
+	const steps = 3
+	batches := f.seqSteps(t, batch.Packed, 1, 6, steps)
+	run := func(staged bool) ([]float32, *State) {
+		s := NewStepper(be, m, DefaultOptimizer())
+		st := s.NewState(7)
+		r, err := NewSeqRunner(s, st, norm, 1, ParallelOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var losses []float32
+		for i := range steps {
+			b := *batches[i][0]
+			if staged {
+				x, seg, y := stack([]*batch.SeqBatch{&b})
+				b.OnDevice = &batch.StagedSeq{X: x, Segments: seg, Labels: y}
+				b.X, b.Segments, b.Labels = make([]float32, len(b.X)), make([]int32, len(b.Segments)), make([]int32, len(b.Labels))
+			}
+			o, err := r.Step(st, 1e-2, []*batch.SeqBatch{&b})
+			if err != nil {
+				t.Fatal(err)
+			}
+			losses = append(losses, o.Value(o.Loss))
+		}
+		return losses, st
+	}
+	want, sw := run(false)
+	got, sg := run(true)
+	if !slices.Equal(got, want) {
+		t.Fatalf("losses on staged batches %v, on host batches %v", got, want)
+	}
+	if d := maxParamDiff(sw, sg); d != 0 {
+		t.Fatalf("parameters differ by up to %g", d)
 	}
 }

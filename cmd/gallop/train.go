@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gomlx/compute"
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -335,7 +336,11 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		if n > 1 {
 			fmt.Fprintf(out, "parallel %d GPUs, %s; each step's sequences split over them by %s, %d rows each\n", n, cfg.Train.DPStrategy, cfg.Data.SeqBalance, cfg.Train.BatchSize/n)
 		}
-		return trainSequences(ctx, cfg, p, m, runner, st, resumed, opt.onStep, peak, man, dir, out, stderr, start)
+		var stage compute.Backend
+		if spec.Kind == "gpu" {
+			stage = backend
+		}
+		return trainSequences(ctx, cfg, p, m, runner, stage, st, resumed, opt.onStep, peak, man, dir, out, stderr, start)
 	}
 
 	var rec *profile.Recorder
@@ -549,15 +554,18 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 			opt.onStep(step)
 		}
 	}
-	trainTime := time.Since(trainStart)
 	stepsRun := st.Step - startStep
 	if bar != nil {
 		bar.Finish()
 	}
 	watcherClosed = true
-	if err := watcher.Close(); err != nil && cfg.Train.OnNonFinite == "stop" {
+	// Close reads the last steps' outputs: once it returns the devices have
+	// finished them (dispatch is asynchronous), so trainTime counts them.
+	werr := watcher.Close()
+	trainTime := time.Since(trainStart)
+	if werr != nil && cfg.Train.OnNonFinite == "stop" {
 		var nf *guard.NonFiniteError
-		errors.As(err, &nf)
+		errors.As(werr, &nf)
 		return res, guardStop(dir, windowSamples(win, split.Train), nf, lastCkpt, "stop")
 	}
 	res.NonFinite, _ = watcher.Counts()
