@@ -35,7 +35,11 @@ type dispatcher struct {
 // step runs micro-batch b at learning rate lr on st, or, with several
 // steps per call, queues it and runs the call once perCall are queued. t is
 // the profiler's stamp when b was ready; step returns the stamp after the
-// work, which it charges to dispatch, or to compilation for the first call.
+// work. The call is charged to dispatch, or to compilation for the first
+// one. Handing the outputs to the watcher is charged to the device: on a
+// GPU calls return before the device has run them, and Observe blocks
+// when the watcher, which waits for each step's outputs, is the guard's
+// lag behind, so that wait is the loop waiting for the device.
 func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile.Stamp) (profile.Stamp, error) {
 	if d.perCall > 1 {
 		d.pending, d.lrs = append(d.pending, b), append(d.lrs, lr)
@@ -55,7 +59,7 @@ func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile
 			d.watcher.Observe(o, d.pending[i].Index)
 		}
 		d.drop()
-		return t, nil
+		return end(d.rec, profile.Device, t), nil
 	}
 	var out train.StepOut
 	var err error
@@ -70,7 +74,7 @@ func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile
 	t = d.charge(t, "train_step")
 	d.watcher.Observe(out, b.Index)
 	d.loader.Release(b)
-	return t, nil
+	return end(d.rec, profile.Device, t), nil
 }
 
 // charge records the time since t as dispatch, or as compilation of graph

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gallop-dev/gallop/internal/gocpu"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -167,4 +168,43 @@ func TestDataParallelWeightGradsFirst(t *testing.T) {
 	if _, _, err := dataParallel(cfg, device.Spec{Kind: "gpu", IDs: []int{0, 1}}, m); err == nil || !strings.Contains(err.Error(), "does not split") {
 		t.Errorf("batch 255 over 2 GPUs: err = %v, want a refusal", err)
 	}
+}
+
+// TestWaitForDeviceIsChargedToDevice: when the guard's reader, which waits
+// for each step's outputs, falls its lag behind (here: a slow reader, as a
+// busy GPU makes it), the dispatcher's Observe blocks the loop, and the
+// profiler charges that wait to the device phase: the run reads
+// device-bound instead of leaving the time unexplained.
+func TestWaitForDeviceIsChargedToDevice(t *testing.T) {
+	k := newLoopKit(t, 64)
+	defer k.close()
+	rec := profile.New(profile.Config{})
+	w := guard.NewWatcher(guard.Config{BatchSize: 64, Lag: 2, OnValue: func(guard.Value) { time.Sleep(10 * time.Millisecond) }})
+	d := &dispatcher{stepper: k.stepper, mean: k.mean, std: k.std, loader: k.loader, watcher: w, rec: rec}
+	ctx := context.Background()
+	for i := 0; i < 40; i++ {
+		rec.BeginStep(k.st.Step)
+		tm := stamp(rec)
+		b, err := k.loader.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tm = end(rec, profile.Data, tm)
+		if _, err := d.step(k.st, b, 1e-3, tm); err != nil {
+			t.Fatal(err)
+		}
+		rec.EndStep(64, 640)
+	}
+	w.Close()
+	r := rec.Report()
+	dev := 0.0
+	for _, p := range r.Phases {
+		if p.Phase == "device" {
+			dev = p.Share
+		}
+	}
+	if dev < 0.5 || !strings.Contains(r.Verdict, "device-bound") {
+		t.Fatalf("device share %.2f, verdict %q; want the wait for the slow reader charged to the device", dev, r.Verdict)
+	}
+	t.Logf("device share %.2f: %s", dev, r.Verdict)
 }

@@ -220,6 +220,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			loaders[d].Release(b)
 		}
 		w.Observe(out, ids)
+		t = end(rec, profile.Device, t) // Observe waits once the watcher is the guard's lag behind the device
 		if gerr := w.Err(); gerr != nil {
 			stop := func(why string) (int64, string, error) {
 				w.Close()
@@ -270,7 +271,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 				w.Close()
 				return step - from, lastCkpt, err
 			}
-			end(rec, profile.Checkpoint, t)
+			t = end(rec, profile.Checkpoint, t)
 			mark(rec, "checkpoint")
 		}
 		if c.Train.EvalEvery > 0 && (step+1)%int64(c.Train.EvalEvery) == 0 && step+1 != int64(c.Train.Steps) {
