@@ -66,13 +66,14 @@ func (r *Runner) Resident() (rows, features int) { return r.rows, r.f }
 func (r *Runner) Parallel() *Parallel { return r.p }
 
 // LoaderConfig returns cfg set to hand out each sample's global row
-// (Batch.Rows) for this Runner's resident dataset. With one device, rows
-// are staged on it when cfg.Backend is set (on a GPU); with several they
-// are split over the devices on the host, so the loader stages nothing.
+// (Batch.Rows) for this Runner's resident dataset. With one device on a
+// device backend (XLA) the rows are staged on it ahead of the step; with
+// several they are split over the devices on the host, and on the Go
+// backend, which reads host memory directly, the loader stages nothing.
 func (r *Runner) LoaderConfig(cfg batch.LoaderConfig) batch.LoaderConfig {
-	cfg.RowOffsets = r.offs
-	if r.n > 1 {
-		cfg.Backend = nil
+	cfg.RowOffsets, cfg.Backend = r.offs, nil
+	if r.n == 1 && r.s.stagesInputs() {
+		cfg.Backend = r.s.backend
 	}
 	return cfg
 }
@@ -192,11 +193,13 @@ func NewSeqRunner(s *Stepper, st *State, norm batch.Normalizer, n int, o Paralle
 	return r, nil
 }
 
-// LoaderConfig returns cfg for rank cfg.Rank's batch.SeqLoader: when
-// cfg.Backend is set (on a GPU), the loader stages each batch on the
-// rank's device, which is the one that runs its share of the step.
+// LoaderConfig returns cfg for rank cfg.Rank's batch.SeqLoader: on a
+// device backend (XLA) the loader copies each batch to the rank's device,
+// the one that runs its share of the step, while the previous step runs;
+// on the Go backend, which reads host memory directly, it stages nothing.
 func (r *SeqRunner) LoaderConfig(cfg batch.SeqLoaderConfig) batch.SeqLoaderConfig {
-	if cfg.Backend != nil {
+	cfg.Backend, cfg.Device = nil, 0
+	if r.s.stagesInputs() {
 		cfg.Backend, cfg.Device = r.s.backend, deviceNum(cfg.Rank)
 	}
 	return cfg

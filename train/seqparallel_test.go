@@ -230,6 +230,9 @@ func TestSeqRunnerReadsStagedBatches(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if lc := r.LoaderConfig(batch.SeqLoaderConfig{Backend: be}); lc.Backend != nil {
+			t.Fatal("LoaderConfig stages batches for the Go backend, which reads host memory")
+		}
 		var losses []float32
 		for i := range steps {
 			b := *batches[i][0]

@@ -424,6 +424,11 @@ func deviceNum(d int) compute.DeviceNum { return compute.DeviceNum(d) }
 // DeviceNum converts a device index for the backend.
 func DeviceNum(d int) compute.DeviceNum { return compute.DeviceNum(d) }
 
+// stagesInputs reports whether loaders should copy batches to the device
+// ahead of the step: on XLA (GPUs), not on GoMLX's Go backend, which runs
+// on host memory (its Name is "Go Backend", XLA's "xla").
+func (s *Stepper) stagesInputs() bool { return s.backend.Name() == "xla" }
+
 // Backend returns the stepper's backend.
 func (s *Stepper) Backend() compute.Backend { return s.backend }
 

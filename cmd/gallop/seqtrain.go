@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/gomlx/compute"
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/gallop-dev/gallop/batch"
@@ -30,7 +29,6 @@ type seqRun struct {
 	p        *prepared
 	m        model.Model
 	runner   *train.SeqRunner // one device or several (data parallel)
-	stage    compute.Backend  // set on GPUs: loaders copy batches to the devices
 	st       *train.State
 	resumed  *train.Checkpoint // the checkpoint the run continues from, or nil
 	onStep   func(step int64)  // trainOptions.onStep
@@ -145,7 +143,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 				}
 			}
 			// On GPUs each rank's batches go to its device ahead of the step.
-			lc := r.runner.LoaderConfig(batch.SeqLoaderConfig{Rank: d, Prefetch: c.Train.Prefetch, Workers: 2, Backend: r.stage})
+			lc := r.runner.LoaderConfig(batch.SeqLoaderConfig{Rank: d, Prefetch: c.Train.Prefetch, Workers: 2})
 			if loaders[d], err = batch.NewSeqLoader(ctx, src, sm, lc); err != nil {
 				return err
 			}
@@ -392,7 +390,7 @@ func (r *seqRun) eval(ctx context.Context, valSeqs []batch.Seq) (train.EvalResul
 }
 
 // trainSequences is gallop train's path for --layout padded|packed.
-func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model, runner *train.SeqRunner, stage compute.Backend, st *train.State,
+func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model, runner *train.SeqRunner, st *train.State,
 	resumed *train.Checkpoint, onStep func(int64), peak float64, man *manifest.Manifest, dir string, out, stderr io.Writer, start time.Time) (Result, error) {
 	res := Result{RunDir: dir}
 	f, err := os.Create(filepath.Join(dir, "metrics.jsonl"))
@@ -400,7 +398,7 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 		return res, err
 	}
 	defer f.Close()
-	r := &seqRun{cfg: cfg, p: p, m: m, runner: runner, stage: stage, st: st, resumed: resumed, onStep: onStep, dir: dir, out: out, log: stderr,
+	r := &seqRun{cfg: cfg, p: p, m: m, runner: runner, st: st, resumed: resumed, onStep: onStep, dir: dir, out: out, log: stderr,
 		enc: json.NewEncoder(f), bestF1: -1}
 	if cfg.Train.Profile {
 		// FLOPs per position: 6 per parameter, as for a window (the MLP and

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gomlx/compute"
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -336,11 +335,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		if n > 1 {
 			fmt.Fprintf(out, "parallel %d GPUs, %s; each step's sequences split over them by %s, %d rows each\n", n, cfg.Train.DPStrategy, cfg.Data.SeqBalance, cfg.Train.BatchSize/n)
 		}
-		var stage compute.Backend
-		if spec.Kind == "gpu" {
-			stage = backend
-		}
-		return trainSequences(ctx, cfg, p, m, runner, stage, st, resumed, opt.onStep, peak, man, dir, out, stderr, start)
+		return trainSequences(ctx, cfg, p, m, runner, st, resumed, opt.onStep, peak, man, dir, out, stderr, start)
 	}
 
 	var rec *profile.Recorder

@@ -69,7 +69,8 @@ func main() {
 	for d := range loaders {
 		sm, err := batch.NewSeqSampler(trainSeqs, cfg)
 		check(err)
-		loaders[d], err = batch.NewSeqLoader(ctx, src, sm, batch.SeqLoaderConfig{Rank: d, Prefetch: 4})
+		// On a GPU the loader copies each batch to its rank's device.
+		loaders[d], err = batch.NewSeqLoader(ctx, src, sm, runner.LoaderConfig(batch.SeqLoaderConfig{Rank: d, Prefetch: 4}))
 		check(err)
 		defer loaders[d].Close()
 	}
