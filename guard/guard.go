@@ -41,6 +41,21 @@ func short(s []int32) string {
 	return fmt.Sprintf("%v … (%d samples)", s[:8], len(s))
 }
 
+// ReadError is a failure to read a step's outputs back from the device.
+// Steps are dispatched asynchronously on GPUs, so this is where a program
+// that failed on the device (an NCCL error, a lost GPU) shows up. Unlike a
+// NonFiniteError it is not cleared by Reset: the run cannot go on.
+type ReadError struct {
+	Step int64
+	Err  error
+}
+
+func (e *ReadError) Error() string {
+	return fmt.Sprintf("reading step %d's outputs from the device: %v", e.Step, e.Err)
+}
+
+func (e *ReadError) Unwrap() error { return e.Err }
+
 // Value is one step's scalars as read back by the Watcher.
 type Value struct {
 	Step     int64
@@ -88,6 +103,7 @@ type Watcher struct {
 	mu     sync.Mutex
 	gen    int64
 	err    *NonFiniteError
+	rerr   *ReadError // sticky: after it the reader only drains the queue
 	bad    int64
 	spikes int64
 	last   Value
@@ -124,7 +140,29 @@ func (w *Watcher) run() {
 	defer w.wg.Done()
 	for it := range w.ch {
 		o := it.out
-		v := Value{Step: o.Step, LR: o.LR, Start: o.Start, Loss: float64(o.Value(o.Loss)), GradNorm: float64(o.Value(o.GradNorm)), Finite: o.Value(o.Finite) == 1}
+		w.mu.Lock()
+		failed := w.rerr != nil
+		w.mu.Unlock()
+		if failed {
+			w.pool <- it.samples // keep Observe from blocking until the loop sees Err
+			continue
+		}
+		v := Value{Step: o.Step, LR: o.LR, Start: o.Start}
+		var loss, gnorm, finite float32
+		var err error
+		if loss, err = o.Read(o.Loss); err == nil {
+			if gnorm, err = o.Read(o.GradNorm); err == nil {
+				finite, err = o.Read(o.Finite)
+			}
+		}
+		if err != nil {
+			w.mu.Lock()
+			w.rerr = &ReadError{Step: o.Step, Err: err}
+			w.mu.Unlock()
+			w.pool <- it.samples
+			continue
+		}
+		v.Loss, v.GradNorm, v.Finite = float64(loss), float64(gnorm), finite == 1
 		v.Ready = time.Now()
 		if v.Finite && w.cfg.SpikeZ >= 0 {
 			v.Z, v.Spike = w.spike.Observe(v.Loss)
@@ -164,19 +202,24 @@ func (w *Watcher) name(i int) string {
 	return fmt.Sprintf("param%d", i)
 }
 
-// Err returns the first non-finite step seen since the last Reset, or nil.
+// Err returns a *ReadError if reading a step back failed, else the first
+// non-finite step seen since the last Reset (a *NonFiniteError), or nil.
 // It does not block.
 func (w *Watcher) Err() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.err == nil {
-		return nil
+	switch {
+	case w.rerr != nil:
+		return w.rerr
+	case w.err != nil:
+		return w.err
 	}
-	return w.err
+	return nil
 }
 
-// Reset forgets the current error, and errors of steps observed before the
-// call (a loop that rolled back does not want to hear about them again).
+// Reset forgets the current non-finite error, and those of steps observed
+// before the call (a loop that rolled back does not want to hear about
+// them again). A ReadError stays.
 func (w *Watcher) Reset() {
 	w.mu.Lock()
 	w.err = nil

@@ -66,3 +66,34 @@ func TestSpikeDetector(t *testing.T) {
 		t.Fatalf("jump not flagged: z=%v", z)
 	}
 }
+
+// TestReadErrorIsStickyAndDoesNotBlock: a step whose outputs cannot be read
+// back (on a GPU: a program that failed on the device) becomes a
+// *ReadError naming the step; Reset does not clear it, later steps are
+// drained without reading, so Observe never blocks the loop, and Close
+// returns it.
+func TestReadErrorIsStickyAndDoesNotBlock(t *testing.T) {
+	const bad, lag = 5, 2
+	w := NewWatcher(Config{Lag: lag, BatchSize: 1})
+	for step := int64(0); step < 50; step++ { // far more than lag steps after the failure
+		o := out(step, 1, 1)
+		if step == bad {
+			o.Loss.FinalizeAll() // its read fails
+		}
+		w.Observe(o, []int32{int32(step)})
+	}
+	w.Reset()
+	err := w.Close()
+	var re *ReadError
+	if !errors.As(err, &re) || re.Step != bad || re.Err == nil {
+		t.Fatalf("got %v, want a ReadError at step %d", err, bad)
+	}
+	var nf *NonFiniteError
+	if errors.As(err, &nf) {
+		t.Fatalf("a read failure reported as non-finite: %v", err)
+	}
+	if last := w.Last(); last.Step != bad-1 {
+		t.Fatalf("last value read is step %d, want %d (nothing read after the failure)", last.Step, bad-1)
+	}
+	t.Log(err)
+}

@@ -140,10 +140,22 @@ type StepOut struct {
 
 // Value returns element Index of t, one of the StepOut's per-step tensors
 // (Loss, GradNorm, Finite, Skipped), reading it from the device if needed.
+// It panics if the read fails; see Read.
 func (o StepOut) Value(t *tensors.Tensor) float32 {
-	var v float32
-	tensors.MustConstFlatData(t, func(f []float32) { v = f[o.Index] })
+	v, err := o.Read(t)
+	if err != nil {
+		panic(err)
+	}
 	return v
+}
+
+// Read is Value returning the error of a failed read: on a GPU the step
+// runs after its call returns, and a failure on the device is reported
+// when its outputs are read.
+func (o StepOut) Read(t *tensors.Tensor) (float32, error) {
+	var v float32
+	err := tensors.ConstFlatData(t, func(f []float32) { v = f[o.Index] })
+	return v, err
 }
 
 // ParamFiniteFlags returns the per-parameter finiteness flags of this step

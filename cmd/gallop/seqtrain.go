@@ -220,12 +220,13 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 		w.Observe(out, ids)
 		t = end(rec, profile.Device, t) // Observe waits once the watcher is the guard's lag behind the device
 		if gerr := w.Err(); gerr != nil {
+			var nf *guard.NonFiniteError
+			if !errors.As(gerr, &nf) { // a step that failed on the device
+				w.Close()
+				return step - from, lastCkpt, fmt.Errorf("train: step %d: %w", step, gerr)
+			}
 			stop := func(why string) (int64, string, error) {
 				w.Close()
-				var nf *guard.NonFiniteError
-				if !errors.As(gerr, &nf) {
-					return step - from, lastCkpt, fmt.Errorf("train: guard (%s): %w", why, gerr)
-				}
 				return step - from, lastCkpt, fmt.Errorf("train: %w", guardStop(r.dir, r.seqSamples(trainSeqs), nf, lastCkpt, why))
 			}
 			switch c.Train.OnNonFinite {
@@ -289,10 +290,19 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 		}
 	}
 	r.logEpoch(curEpoch, &epoch)
-	err := w.Close()
+	werr := w.Close()
 	r.nonFinite, _ = w.Counts()
 	r.steady = time.Since(start) - r.first
-	return int64(c.Train.Steps) - from, lastCkpt, err
+	var nf *guard.NonFiniteError
+	switch {
+	case werr == nil:
+	case !errors.As(werr, &nf): // a step that failed on the device
+		return int64(c.Train.Steps) - from, lastCkpt, fmt.Errorf("train: %w", werr)
+	case c.Train.OnNonFinite == "stop":
+		// The last steps, read after the loop ended, are held to the same policy.
+		return int64(c.Train.Steps) - from, lastCkpt, fmt.Errorf("train: %w", guardStop(r.dir, r.seqSamples(trainSeqs), nf, lastCkpt, "stop"))
+	}
+	return int64(c.Train.Steps) - from, lastCkpt, nil
 }
 
 // evalDuring validates after step, logs it, and with train.select_best

@@ -474,7 +474,9 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 
 		if gerr := watcher.Err(); gerr != nil {
 			var nf *guard.NonFiniteError
-			errors.As(gerr, &nf)
+			if !errors.As(gerr, &nf) { // a step that failed on the device
+				return res, fmt.Errorf("train: step %d: %w", step, gerr)
+			}
 			switch cfg.Train.OnNonFinite {
 			case "skip":
 				// The step already left the state unchanged; note it and go on.
@@ -558,9 +560,12 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	// finished them (dispatch is asynchronous), so trainTime counts them.
 	werr := watcher.Close()
 	trainTime := time.Since(trainStart)
-	if werr != nil && cfg.Train.OnNonFinite == "stop" {
-		var nf *guard.NonFiniteError
-		errors.As(werr, &nf)
+	var nf *guard.NonFiniteError
+	switch {
+	case werr == nil:
+	case !errors.As(werr, &nf): // a step that failed on the device
+		return res, fmt.Errorf("train: %w", werr)
+	case cfg.Train.OnNonFinite == "stop":
 		return res, guardStop(dir, windowSamples(win, split.Train), nf, lastCkpt, "stop")
 	}
 	res.NonFinite, _ = watcher.Counts()
