@@ -168,6 +168,7 @@ type SeqRunner struct {
 	p         *Parallel // n > 1
 	mean, std []*tensors.Tensor
 	x, seg, y []*tensors.Tensor
+	outs      []StepOut // Accumulate's
 }
 
 // NewSeqRunner copies the normalisation to each of n devices of s's
@@ -221,13 +222,7 @@ func (r *SeqRunner) Step(st *State, lr float64, bs []*batch.SeqBatch) (StepOut, 
 		return StepOut{}, fmt.Errorf("train: a sequence step over %d devices given %d batches", r.n, len(bs))
 	}
 	for d, b := range bs {
-		if on := b.OnDevice; on != nil { // staged by the loader
-			r.x[d], r.seg[d], r.y[d] = on.X, on.Segments, on.Labels
-			continue
-		}
-		r.x[d] = tensors.FromFlatDataAndDimensions(b.X, b.B, b.T, b.F)
-		r.seg[d] = tensors.FromFlatDataAndDimensions(b.Segments, b.B, b.T)
-		r.y[d] = tensors.FromFlatDataAndDimensions(b.Labels, b.B, b.T)
+		r.inputs(d, b)
 	}
 	if r.p == nil {
 		return r.s.StepSeq(st, lr, r.mean[0], r.std[0], r.x[0], r.seg[0], r.y[0])
@@ -236,6 +231,51 @@ func (r *SeqRunner) Step(st *State, lr float64, bs []*batch.SeqBatch) (StepOut, 
 		return StepOut{}, err
 	}
 	return r.p.StepSeq(lr, r.mean, r.std, r.x, r.seg, r.y)
+}
+
+// inputs sets device d's step inputs to batch b: the tensors the loader
+// staged on the device, or new ones over its host buffers.
+func (r *SeqRunner) inputs(d int, b *batch.SeqBatch) {
+	if on := b.OnDevice; on != nil {
+		r.x[d], r.seg[d], r.y[d] = on.X, on.Segments, on.Labels
+		return
+	}
+	r.x[d] = tensors.FromFlatDataAndDimensions(b.X, b.B, b.T, b.F)
+	r.seg[d] = tensors.FromFlatDataAndDimensions(b.Segments, b.B, b.T)
+	r.y[d] = tensors.FromFlatDataAndDimensions(b.Labels, b.B, b.T)
+}
+
+// Accumulate runs one optimizer step of st at learning rate lr over the
+// micro-batches micro, as many as the Stepper's accumulation
+// (WithAccumulation), on one device: their gradients are summed on the
+// device, and the update follows the gradient of the mean loss over the
+// labelled positions of all of them, every position weighted equally
+// however the micro-batches split them (their counts,
+// batch.BatchStats.Labelled, are known before the first one runs; a mean
+// of the micro-batches' means would not be). It returns one StepOut per
+// micro-batch, each with its micro-batch's own mean loss, the last the
+// update's (Applied); the slice is reused by the next call.
+func (r *SeqRunner) Accumulate(st *State, lr float64, micro []*batch.SeqBatch) ([]StepOut, error) {
+	if r.n != 1 {
+		return nil, fmt.Errorf("train: gradient accumulation over sequences on %d devices is not supported yet", r.n)
+	}
+	if len(micro) != r.s.accum || st.Micro != 0 {
+		return nil, fmt.Errorf("train: Accumulate given %d micro-batches at micro-batch %d of a step, want %d from its start", len(micro), st.Micro, r.s.accum)
+	}
+	labelled := 0
+	for _, b := range micro {
+		labelled += b.Stats.Labelled
+	}
+	r.outs = r.outs[:0]
+	for _, b := range micro {
+		r.inputs(0, b)
+		o, err := r.s.StepSeqMicro(st, lr, r.mean[0], r.std[0], r.x[0], r.seg[0], r.y[0], labelled)
+		if err != nil {
+			return nil, err
+		}
+		r.outs = append(r.outs, o)
+	}
+	return r.outs, nil
 }
 
 // Predict returns the logits [B, T, C] of a sequence batch, computed on

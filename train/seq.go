@@ -88,13 +88,60 @@ func (s *Stepper) seqReplicasGraph(n int, o ParallelOptions) func(in []*Node) []
 	}
 }
 
+// seqAccumulateGraph inputs: params, acc (n each), accOK, amp, mean, std,
+// x, segments, labels, labelled (float32 scalar: the labelled positions of
+// all the optimizer step's micro-batches). The micro-batch's summed loss is
+// divided by labelled, so the sums of the micro-batches' gradients are the
+// gradients of the whole step's mean loss, each position weighted equally
+// however the micro-batches split them. Outputs as accumulateGraph, with
+// the micro-batch's own mean loss.
+func (s *Stepper) seqAccumulateGraph(in []*Node) []*Node {
+	n := s.nParams
+	sm, _ := s.seqModel()
+	ps, acc := in[:n], in[n:2*n]
+	accOK, amp, mean, std, x, seg, y, labelled := in[2*n], in[2*n+1], in[2*n+2], in[2*n+3], in[2*n+4], in[2*n+5], in[2*n+6], in[2*n+7]
+	denom := Max(labelled, ScalarOne(x.Graph(), dtypes.Float32))
+	part, grads, lossOK, gradsOK, gnorm, perParam := s.backward(ps, amp, func(cps []*Node, cmean, cstd, cx *Node) *Node {
+		return Div(maskedNLL(ConvertDType(sm.ForwardSeq(cps, cmean, cstd, cx, seg), dtypes.Float32), y), denom)
+	}, mean, std, x)
+	loss := Div(Mul(part, denom), Max(labelledCount(y), ScalarOne(x.Graph(), dtypes.Float32)))
+	return s.accumulateTail(acc, accOK, grads, loss, lossOK, gradsOK, gnorm, perParam)
+}
+
+// StepSeqMicro runs one micro-batch of an accumulated optimizer step (see
+// WithAccumulation) on a sequence batch: labelled is the number of
+// labelled positions of all the step's micro-batches (their
+// batch.BatchStats.Labelled), by which the micro-batch's summed loss is
+// divided, so that after the k-th call the update follows the gradient of
+// the mean loss over all of them, as one batch holding them all would.
+// The first k-1 calls only accumulate (StepOut.Applied false); each
+// StepOut's loss is its micro-batch's own mean. SeqRunner.Accumulate
+// counts labelled for the caller.
+func (s *Stepper) StepSeqMicro(st *State, lr float64, mean, std, x, seg, y *tensors.Tensor, labelled int) (StepOut, error) {
+	if _, err := s.seqModel(); err != nil {
+		return StepOut{}, err
+	}
+	if s.accum == 1 {
+		return StepOut{}, fmt.Errorf("train: StepSeqMicro without gradient accumulation (use StepSeq)")
+	}
+	start := time.Now()
+	s.fillAux(st)
+	if s.seqAcc == nil {
+		s.seqAcc = MustNewExec(s.backend, s.seqAccumulateGraph).WithName("accumulate_seq")
+		s.seqApply = MustNewExec(s.backend, s.applyGraph(1)).WithName("apply_seq")
+	}
+	return s.accumulate(st, lr, start, s.seqAcc, s.seqApply, mean, std, x, seg, y, tensors.FromScalar(float32(labelled)))
+}
+
 // StepSeq runs one optimizer step on a padded or packed sequence batch.
+// With gradient accumulation use StepSeqMicro (or SeqRunner.Accumulate),
+// which need the step's labelled count.
 func (s *Stepper) StepSeq(st *State, lr float64, mean, std, x, seg, y *tensors.Tensor) (StepOut, error) {
 	if _, err := s.seqModel(); err != nil {
 		return StepOut{}, err
 	}
 	if s.accum != 1 {
-		return StepOut{}, fmt.Errorf("train: sequence batches with gradient accumulation are not supported yet")
+		return StepOut{}, fmt.Errorf("train: StepSeq with gradient accumulation over %d micro-batches: use StepSeqMicro or SeqRunner.Accumulate, which weigh the micro-batches by their labelled positions", s.accum)
 	}
 	start := time.Now()
 	s.fillAux(st)

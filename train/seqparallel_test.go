@@ -258,3 +258,58 @@ func TestSeqRunnerReadsStagedBatches(t *testing.T) {
 		t.Fatalf("parameters differ by up to %g", d)
 	}
 }
+
+// TestSeqAccumulateEqualsOneBatch: an optimizer step accumulated over two
+// micro-batches of sequences (SeqRunner.Accumulate) trains like one step on
+// the two stacked, although they hold different numbers of labelled
+// positions: each position weighs the same, not each micro-batch's mean.
+// Every micro-batch's StepOut carries its own mean loss, and their
+// count-weighted mean is the stacked batch's loss.
+func TestSeqAccumulateEqualsOneBatch(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gocpu.New()
+	m, _ := model.NewGRU(4, feature.Count, 8, 3)
+	norm := batch.Normalizer{Mean: tensors.MustCopyFlatData[float32](f.mean), Std: tensors.MustCopyFlatData[float32](f.std)}
+	opt := Optimizer{Name: "sgd", Momentum: 0.9, ClipNorm: 1}
+	const steps = 4
+	for _, layout := range []batch.Layout{batch.Padded, batch.Packed} {
+		micro := f.seqSteps(t, layout, 2, 6, steps) // two "ranks" per step: the step's two micro-batches
+		ref := NewStepper(be, m, opt)
+		sr := ref.NewState(3)
+		acc := NewStepper(be, m, opt).WithAccumulation(2)
+		sa := acc.NewState(3)
+		r, err := NewSeqRunner(acc, sa, norm, 1, ParallelOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uneven := false
+		for i := range steps {
+			c0, c1 := micro[i][0].Stats.Labelled, micro[i][1].Stats.Labelled
+			uneven = uneven || c0 != c1
+			x, seg, y := stack(micro[i])
+			want, err := ref.StepSeq(sr, 0.05, f.mean, f.std, x, seg, y)
+			if err != nil {
+				t.Fatal(err)
+			}
+			outs, err := r.Accumulate(sa, 0.05, micro[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(outs) != 2 || outs[0].Applied || !outs[1].Applied || sa.Step != int64(i+1) {
+				t.Fatalf("%s step %d: %d outs, applied %v/%v, state at step %d", layout, i, len(outs), outs[0].Applied, outs[len(outs)-1].Applied, sa.Step)
+			}
+			l0, l1, lw := outs[0].Value(outs[0].Loss), outs[1].Value(outs[1].Loss), want.Value(want.Loss)
+			if got := (float64(l0)*float64(c0) + float64(l1)*float64(c1)) / float64(c0+c1); math.Abs(got-float64(lw)) > 1e-5*math.Abs(float64(lw)) {
+				t.Errorf("%s step %d: micro-batch losses %v (%d labels), %v (%d) weigh to %v, stacked batch %v", layout, i, l0, c0, l1, c1, got, lw)
+			}
+		}
+		if !uneven {
+			t.Fatalf("%s: every step's micro-batches hold equal labelled positions; the test needs uneven ones", layout)
+		}
+		if d := maxParamDiff(sr, sa); d > 1e-6 {
+			t.Errorf("%s: after %d steps the parameters differ from the stacked batches' by up to %g", layout, steps, d)
+		} else {
+			t.Logf("%s: parameters within %.1e of the stacked batches' after %d steps", layout, d, steps)
+		}
+	}
+}

@@ -185,6 +185,8 @@ type Stepper struct {
 	rowsExec  *Exec         // fused step over a device-resident dataset
 	rowsNExec map[int]*Exec // StepRowsN, by number of steps
 	seqExec   *Exec         // step over padded or packed sequences
+	seqAcc    *Exec         // accumulate one micro-batch of sequences
+	seqApply  *Exec         // apply their accumulated update
 	seqPred   *Exec
 	pred      *Exec
 	nParams   int
@@ -199,7 +201,7 @@ func NewStepper(backend compute.Backend, m model.Model, opt Optimizer) *Stepper 
 	s := &Stepper{backend: backend, model: m, opt: opt, precision: FP32, accum: 1, nParams: len(m.Params())}
 	s.exec = MustNewExec(backend, s.fusedGraph).WithName("train_step")
 	s.accExec = MustNewExec(backend, s.accumulateGraph).WithName("accumulate")
-	s.applyExec = MustNewExec(backend, s.applyGraph).WithName("apply")
+
 	s.pred = MustNewExec(backend, s.predictGraph).WithName("predict")
 	return s
 }
@@ -392,6 +394,13 @@ func (s *Stepper) accumulateGraph(in []*Node) []*Node {
 	ps, acc := in[:n], in[n:2*n]
 	accOK, amp, mean, std, x, y := in[2*n], in[2*n+1], in[2*n+2], in[2*n+3], in[2*n+4], in[2*n+5]
 	loss, grads, lossOK, gradsOK, gnorm, perParam := s.forwardBackward(ps, amp, mean, std, x, y)
+	return s.accumulateTail(acc, accOK, grads, loss, lossOK, gradsOK, gnorm, perParam)
+}
+
+// accumulateTail adds a micro-batch's gradients to the sums acc (when they
+// and the loss are finite) and returns accumulateGraph's outputs.
+func (s *Stepper) accumulateTail(acc []*Node, accOK *Node, grads []*Node, loss, lossOK, gradsOK, gnorm, perParam *Node) []*Node {
+	n := s.nParams
 	ok := LogicalAnd(lossOK, gradsOK)
 	outs := make([]*Node, 0, n+5)
 	for i := range acc {
@@ -404,13 +413,25 @@ func (s *Stepper) accumulateGraph(in []*Node) []*Node {
 
 // applyGraph inputs: params, m, v, acc (n each), accOK, hyper, amp.
 // Outputs: params, m, v, zeroed acc, accOK reset, amp, grad norm, skipped.
-func (s *Stepper) applyGraph(in []*Node) []*Node {
+// The gradient is the sums times scale: 1/k for the mean of k micro-batches'
+// mean losses, 1 when each micro-batch's loss was already divided by the
+// whole step's count (sequences).
+func (s *Stepper) applyGraph(scale float32) func(in []*Node) []*Node {
+	return func(in []*Node) []*Node {
+		return s.applyAccumulated(in, scale)
+	}
+}
+
+func (s *Stepper) applyAccumulated(in []*Node, scale float32) []*Node {
 	n := s.nParams
 	ps, ms, vs, acc := in[:n], in[n:2*n], in[2*n:3*n], in[3*n:4*n]
 	accOK, hyper, amp := in[4*n], in[4*n+1], in[4*n+2]
 	grads := make([]*Node, n)
 	for i := range acc {
-		grads[i] = MulScalar(acc[i], 1/float32(s.accum))
+		grads[i] = acc[i]
+		if scale != 1 {
+			grads[i] = MulScalar(acc[i], scale)
+		}
 	}
 	ok := GreaterOrEqual(accOK, ScalarOne(accOK.Graph(), dtypes.Float32))
 	_, gnorm, _ := gradStats(grads)
@@ -474,14 +495,23 @@ func (s *Stepper) appendHyper(h []float32, step int64, lr float64) []float32 {
 // the device.
 func (s *Stepper) Step(st *State, lr float64, mean, std, x, y *tensors.Tensor) (StepOut, error) {
 	start := time.Now()
-	n := s.nParams
 	s.fillAux(st)
 	if s.accum == 1 {
 		return s.runFused(s.exec, st, lr, start, mean, std, x, y)
 	}
+	if s.applyExec == nil {
+		s.applyExec = MustNewExec(s.backend, s.applyGraph(1/float32(s.accum))).WithName("apply")
+	}
+	return s.accumulate(st, lr, start, s.accExec, s.applyExec, mean, std, x, y)
+}
 
-	// Accumulate this micro-batch.
-	args := make([]any, 0, 2*n+6)
+// accumulate runs one micro-batch: acc, an accumulate graph (inputs params,
+// acc, accOK, amp, then tail; outputs as accumulateGraph), adds its
+// gradients to st's sums, and after the k-th micro-batch apply (an
+// applyGraph) updates st with them.
+func (s *Stepper) accumulate(st *State, lr float64, start time.Time, acc, apply *Exec, tail ...any) (StepOut, error) {
+	n := s.nParams
+	args := make([]any, 0, 2*n+2+len(tail))
 	for _, p := range st.Params {
 		args = append(args, p)
 	}
@@ -489,8 +519,8 @@ func (s *Stepper) Step(st *State, lr float64, mean, std, x, y *tensors.Tensor) (
 	if err != nil {
 		return StepOut{}, err
 	}
-	args = append(args, st.Amp, mean, std, x, y)
-	outs, err := s.accExec.Call(args...)
+	args = append(append(args, st.Amp), tail...)
+	outs, err := acc.Call(args...)
 	if err != nil {
 		return StepOut{}, fmt.Errorf("train: step %d micro-batch %d: %w", st.Step, st.Micro, err)
 	}
@@ -501,7 +531,7 @@ func (s *Stepper) Step(st *State, lr float64, mean, std, x, y *tensors.Tensor) (
 	if st.Micro < s.accum {
 		return out, nil
 	}
-	// Apply the mean gradient.
+	// Apply the accumulated gradient.
 	args, err = s.donate(make([]any, 0, 4*n+3), st.Step, concat(st.Params, st.M, st.V, st.Acc, []*tensors.Tensor{st.AccOK})...)
 	if err != nil {
 		return StepOut{}, err
@@ -511,7 +541,7 @@ func (s *Stepper) Step(st *State, lr float64, mean, std, x, y *tensors.Tensor) (
 		return StepOut{}, err
 	}
 	args = append(args, s.hyper(st, lr), ampArg[0])
-	outs, err = s.applyExec.Call(args...)
+	outs, err = apply.Call(args...)
 	if err != nil {
 		return StepOut{}, fmt.Errorf("train: step %d: apply: %w", st.Step, err)
 	}

@@ -215,8 +215,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: train.accumulate = %d, want >= 1", t.Accumulate)
 	case t.StepsPerCall < 1:
 		return fmt.Errorf("config: train.steps_per_call = %d, want >= 1", t.StepsPerCall)
-	case t.Accumulate != 1 && c.Model.Layout != "":
-		return fmt.Errorf("config: train.accumulate = %d with model.layout = %q: sequence batches step one batch at a time (raise train.batch_size instead)", t.Accumulate, c.Model.Layout)
 	case t.StepsPerCall > 1 && (t.Accumulate != 1 || c.Model.Layout != ""):
 		return fmt.Errorf("config: train.steps_per_call = %d needs accumulate = 1 and fixed windows (no model.layout)", t.StepsPerCall)
 	case t.StepsPerCall > 1 && (t.Steps%t.StepsPerCall != 0 || t.EvalEvery%t.StepsPerCall != 0 || t.CheckpointEvery%t.StepsPerCall != 0):

@@ -143,7 +143,8 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 				}
 			}
 			// On GPUs each rank's batches go to its device ahead of the step.
-			lc := r.runner.LoaderConfig(batch.SeqLoaderConfig{Rank: d, Prefetch: c.Train.Prefetch, Workers: 2})
+			// With accumulation the loop holds a step's k micro-batches at once.
+			lc := r.runner.LoaderConfig(batch.SeqLoaderConfig{Rank: d, Prefetch: max(c.Train.Prefetch, c.Train.Accumulate), Workers: 2})
 			if loaders[d], err = batch.NewSeqLoader(ctx, src, sm, lc); err != nil {
 				return err
 			}
@@ -165,7 +166,11 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 	if r.resumed != nil {
 		curEpoch = r.resumed.Sampler.Epoch
 	}
-	bs := make([]*batch.SeqBatch, n)
+	// A step's batches: micro-batch i (of k, train.accumulate) of rank d
+	// at bs[i*n+d].
+	k := c.Train.Accumulate
+	bs := make([]*batch.SeqBatch, k*n)
+	outs := make([]train.StepOut, 1)
 	var lastCkpt string
 	from := r.st.Step
 	start := time.Now()
@@ -176,21 +181,30 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			rec.BeginStep(step)
 		}
 		t := stamp(rec)
-		for d, ld := range loaders {
-			b, err := ld.Next(ctx)
-			if err != nil {
-				w.Close()
-				return step - from, lastCkpt, fmt.Errorf("train: step %d, rank %d: %w", step, d, err)
+		for i := range k {
+			for d, ld := range loaders {
+				b, err := ld.Next(ctx)
+				if err != nil {
+					w.Close()
+					return step - from, lastCkpt, fmt.Errorf("train: step %d, rank %d: %w", step, d, err)
+				}
+				bs[i*n+d] = b
 			}
-			bs[d] = b
 		}
 		t = end(rec, profile.Data, t)
-		if bs[0].Epoch != curEpoch {
-			r.logEpoch(curEpoch, &epoch)
-			epoch, curEpoch = seqEpoch{}, bs[0].Epoch
+		for i := range k {
+			if mb := bs[i*n]; mb.Epoch != curEpoch {
+				r.logEpoch(curEpoch, &epoch)
+				epoch, curEpoch = seqEpoch{}, mb.Epoch
+			}
+			epoch.add(bs[i*n : (i+1)*n])
 		}
-		epoch.add(bs)
-		out, err := r.runner.Step(r.st, sched.LR(step)*lrScale, bs)
+		var err error
+		if k == 1 {
+			outs[0], err = r.runner.Step(r.st, sched.LR(step)*lrScale, bs)
+		} else {
+			outs, err = r.runner.Accumulate(r.st, sched.LR(step)*lrScale, bs)
+		}
 		if err != nil {
 			w.Close()
 			return step - from, lastCkpt, err
@@ -204,20 +218,22 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 		} else {
 			t = end(rec, profile.Dispatch, t)
 		}
-		samplerState := bs[0].State // every rank's sampler plans the same steps
-		ids = ids[:0]
+		samplerState := bs[len(bs)-1].State // every rank's sampler plans the same steps
 		tokens := 0
-		for d, b := range bs {
-			tokens += b.Stats.Tokens
-			if step > from {
-				r.tokens += int64(b.Stats.Tokens)
+		for i, out := range outs {
+			ids = ids[:0]
+			for d, b := range bs[i*n : (i+1)*n] {
+				tokens += b.Stats.Tokens
+				if step > from {
+					r.tokens += int64(b.Stats.Tokens)
+				}
+				for _, pl := range b.Places {
+					ids = append(ids, pl.Seq)
+				}
+				loaders[d].Release(b)
 			}
-			for _, pl := range b.Places {
-				ids = append(ids, pl.Seq)
-			}
-			loaders[d].Release(b)
+			w.Observe(out, ids)
 		}
-		w.Observe(out, ids)
 		t = end(rec, profile.Device, t) // Observe waits once the watcher is the guard's lag behind the device
 		if gerr := w.Err(); gerr != nil {
 			var nf *guard.NonFiniteError
