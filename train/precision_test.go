@@ -161,7 +161,9 @@ func TestParsePrecision(t *testing.T) {
 }
 
 // TestStepRowsEqualsStep: gathering windows from a device-resident dataset
-// inside the step gives the same update as a batch gathered on the host.
+// inside the step gives the same update as a batch gathered on the host,
+// bit for bit, with and without gradient accumulation (two micro-batches
+// a step, the first k-1 calls only accumulating).
 func TestStepRowsEqualsStep(t *testing.T) {
 	f := newFixture(t)
 	be, _ := gocpu.New()
@@ -169,39 +171,49 @@ func TestStepRowsEqualsStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refs := f.refs[200:232]
-	x := make([]float32, len(refs)*f.w.SampleSize())
-	y := make([]int32, len(refs))
-	f.w.Gather(refs, x, y)
-	rows := make([]int32, len(refs))
-	batch.GlobalRows(offs, refs, rows)
-
-	a := NewStepper(be, f.m, DefaultOptimizer())
-	sa := a.NewState(2)
-	b := NewStepper(be, f.m, DefaultOptimizer())
-	sb := b.NewState(2)
-	data, err := b.NewDeviceData(feats, labels, f.w.F, f.w.W)
-	if err != nil {
-		t.Fatal(err)
+	type mb struct {
+		x       []float32
+		y, rows []int32
 	}
-	for i := 0; i < 3; i++ {
-		oa, err := a.Step(sa, 1e-3, f.mean, f.std, tensors.FromFlatDataAndDimensions(x, len(refs), f.w.SampleSize()), tensors.FromFlatDataAndDimensions(y, len(refs)))
+	var micro []mb
+	for _, refs := range [][]batch.Ref{f.refs[200:232], f.refs[232:264]} {
+		m := mb{x: make([]float32, len(refs)*f.w.SampleSize()), y: make([]int32, len(refs)), rows: make([]int32, len(refs))}
+		f.w.Gather(refs, m.x, m.y)
+		batch.GlobalRows(offs, refs, m.rows)
+		micro = append(micro, m)
+	}
+	for _, accum := range []int{1, 2} {
+		a := NewStepper(be, f.m, DefaultOptimizer()).WithAccumulation(accum)
+		sa := a.NewState(2)
+		b := NewStepper(be, f.m, DefaultOptimizer()).WithAccumulation(accum)
+		sb := b.NewState(2)
+		data, err := b.NewDeviceData(feats, labels, f.w.F, f.w.W)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ob, err := b.StepRows(sb, 1e-3, f.mean, f.std, data, tensors.FromFlatDataAndDimensions(rows, len(rows)))
-		if err != nil {
-			t.Fatal(err)
+		for i := 0; i < 6; i++ {
+			m := micro[i%2]
+			oa, err := a.Step(sa, 1e-3, f.mean, f.std, tensors.FromFlatDataAndDimensions(m.x, len(m.y), f.w.SampleSize()), tensors.FromFlatDataAndDimensions(m.y, len(m.y)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ob, err := b.StepRows(sb, 1e-3, f.mean, f.std, data, tensors.FromFlatDataAndDimensions(m.rows, len(m.rows)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if oa.Loss.Value().(float32) != ob.Loss.Value().(float32) || oa.Applied != ob.Applied {
+				t.Fatalf("accumulate %d, call %d: loss %v vs %v, applied %v vs %v", accum, i, oa.Loss.Value(), ob.Loss.Value(), oa.Applied, ob.Applied)
+			}
 		}
-		if oa.Loss.Value().(float32) != ob.Loss.Value().(float32) {
-			t.Fatalf("step %d: loss %v vs %v", i, oa.Loss.Value(), ob.Loss.Value())
+		if sa.Step != int64(6/accum) || sb.Step != sa.Step {
+			t.Fatalf("accumulate %d: %d and %d updates after 6 calls", accum, sa.Step, sb.Step)
 		}
-	}
-	for i := range sa.Params {
-		pa, pb := tensors.MustCopyFlatData[float32](sa.Params[i]), tensors.MustCopyFlatData[float32](sb.Params[i])
-		for j := range pa {
-			if pa[j] != pb[j] {
-				t.Fatalf("param %d[%d]: %v vs %v", i, j, pa[j], pb[j])
+		for i := range sa.Params {
+			pa, pb := tensors.MustCopyFlatData[float32](sa.Params[i]), tensors.MustCopyFlatData[float32](sb.Params[i])
+			for j := range pa {
+				if pa[j] != pb[j] {
+					t.Fatalf("accumulate %d: param %d[%d]: %v vs %v", accum, i, j, pa[j], pb[j])
+				}
 			}
 		}
 	}

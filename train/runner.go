@@ -33,9 +33,6 @@ func NewRunner(s *Stepper, st *State, w *batch.Windows, norm batch.Normalizer, n
 	if got := s.backend.NumDevices(); n < 1 || n > got {
 		return nil, fmt.Errorf("train: a runner over %d devices, but the backend has %d", n, got)
 	}
-	if s.accum != 1 {
-		return nil, fmt.Errorf("train: a Runner does not support gradient accumulation yet; step host batches with Stepper.Step")
-	}
 	feats, labels, offs, err := w.Flat()
 	if err != nil {
 		return nil, err

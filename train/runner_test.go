@@ -99,8 +99,30 @@ func TestRunnerEqualsHostSteps(t *testing.T) {
 	if _, err := NewRunner(two, two.NewState(1), f.w, norm, 2, ParallelOptions{}); err == nil || !strings.Contains(err.Error(), "2 devices, but the backend has 1") {
 		t.Errorf("a runner over 2 devices on a 1-device backend: %v", err)
 	}
+	// With accumulation a Runner steps micro-batches (StepRows); several
+	// steps per call do not combine with it.
 	acc := NewStepper(be, f.m, DefaultOptimizer()).WithAccumulation(2)
-	if _, err := NewRunner(acc, acc.NewState(1), f.w, norm, 1, ParallelOptions{}); err == nil {
-		t.Error("a runner with gradient accumulation: no error")
+	sa := acc.NewState(1)
+	ra, err := NewRunner(acc, sa, f.w, norm, 1, ParallelOptions{})
+	if err != nil {
+		t.Fatalf("a runner with gradient accumulation: %v", err)
+	}
+	la := loader(ra.LoaderConfig(batch.LoaderConfig{}))
+	for i := range 2 {
+		b, err := la.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := ra.Step(sa, 1e-3, b.Rows)
+		if err != nil || o.Applied != (i == 1) {
+			t.Fatalf("micro-batch %d: applied %v, %v", i, o.Applied, err)
+		}
+		la.Release(b)
+	}
+	if sa.Step != 1 {
+		t.Fatalf("two micro-batches of two made %d updates", sa.Step)
+	}
+	if _, err := ra.StepN(sa, []float64{1e-3, 1e-3}, []*tensors.Tensor{nil, nil}); err == nil {
+		t.Error("several steps per call with accumulation: no error")
 	}
 }

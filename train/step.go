@@ -183,6 +183,7 @@ type Stepper struct {
 	accExec   *Exec         // accumulate one micro-batch
 	applyExec *Exec         // apply the accumulated update
 	rowsExec  *Exec         // fused step over a device-resident dataset
+	rowsAcc   *Exec         // accumulate one micro-batch of it
 	rowsNExec map[int]*Exec // StepRowsN, by number of steps
 	seqExec   *Exec         // step over padded or packed sequences
 	seqAcc    *Exec         // accumulate one micro-batch of sequences
@@ -499,10 +500,16 @@ func (s *Stepper) Step(st *State, lr float64, mean, std, x, y *tensors.Tensor) (
 	if s.accum == 1 {
 		return s.runFused(s.exec, st, lr, start, mean, std, x, y)
 	}
+	return s.accumulate(st, lr, start, s.accExec, s.meanApply(), mean, std, x, y)
+}
+
+// meanApply returns the Exec that applies the mean of k micro-batches'
+// gradients (their losses each a micro-batch mean).
+func (s *Stepper) meanApply() *Exec {
 	if s.applyExec == nil {
 		s.applyExec = MustNewExec(s.backend, s.applyGraph(1/float32(s.accum))).WithName("apply")
 	}
-	return s.accumulate(st, lr, start, s.accExec, s.applyExec, mean, std, x, y)
+	return s.applyExec
 }
 
 // accumulate runs one micro-batch: acc, an accumulate graph (inputs params,
@@ -662,6 +669,16 @@ func (s *Stepper) rowsGraph(window int) func(in []*Node) []*Node {
 	}
 }
 
+// rowsAccumulateGraph is accumulateGraph with x and y gathered on the
+// device, as rowsGraph.
+func (s *Stepper) rowsAccumulateGraph(window int) func(in []*Node) []*Node {
+	return func(in []*Node) []*Node {
+		k := len(in)
+		x, y := gatherWindows(in[k-3], in[k-2], in[k-1], window)
+		return s.accumulateGraph(append(in[:k-3:k-3], x, y))
+	}
+}
+
 // gatherWindows returns the batch of windows ending at rows (int32 [B]) of
 // the dataset's features [N, F] as x [B, window*F], and their labels y [B].
 func gatherWindows(feats, labels, rows *Node, window int) (x, y *Node) {
@@ -772,13 +789,17 @@ func (s *Stepper) StepRowsN(st *State, lrs []float64, mean, std *tensors.Tensor,
 
 // StepRows is Step for a dataset resident on the device: rows (int32 [B],
 // ideally already on the device) names each sample's last row, and the
-// windows and labels are gathered inside the compiled step.
+// windows and labels are gathered inside the compiled step. With
+// accumulation over k micro-batches, k calls make one update, as Step.
 func (s *Stepper) StepRows(st *State, lr float64, mean, std *tensors.Tensor, data *DeviceData, rows *tensors.Tensor) (StepOut, error) {
-	if s.accum != 1 {
-		return StepOut{}, fmt.Errorf("train: StepRows does not support gradient accumulation yet")
-	}
 	start := time.Now()
 	s.fillAux(st)
+	if s.accum != 1 {
+		if s.rowsAcc == nil {
+			s.rowsAcc = MustNewExec(s.backend, s.rowsAccumulateGraph(data.Window)).WithName("accumulate_rows")
+		}
+		return s.accumulate(st, lr, start, s.rowsAcc, s.meanApply(), mean, std, data.Features, data.Labels, rows)
+	}
 	if s.rowsExec == nil {
 		s.rowsExec = MustNewExec(s.backend, s.rowsGraph(data.Window)).WithName("train_step_rows")
 	}

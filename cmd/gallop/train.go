@@ -350,42 +350,37 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		// A call holds k batches: stage the next call's while it runs.
 		lcfg.Prefetch = max(lcfg.Prefetch, 2*k)
 	}
-	// On a GPU the whole dataset goes to the device once and each step
-	// gathers its windows there: only B row ids cross per step. Batches are
-	// staged on the device ahead of the step either way.
+	// On a GPU the whole dataset goes to the device once and each step (or
+	// micro-batch) gathers its windows there: only B row ids cross per
+	// step, staged on one GPU by the loader ahead of the step.
 	var runner *train.Runner
 	if spec.Kind == "gpu" || cfg.Train.StepsPerCall > 1 {
-		if spec.Kind == "gpu" {
-			lcfg.Backend = backend
-		}
 		n, po, err := dataParallel(cfg, spec, m)
 		if err != nil {
 			return res, err
 		}
-		if cfg.Train.Accumulate == 1 {
-			// Several GPUs: each holds the dataset and a replica of the
-			// state; the batch's rows are split over them per step.
-			if runner, err = train.NewRunner(stepper, st, win, norm, n, po); err != nil {
-				return res, err
-			}
-			lcfg = runner.LoaderConfig(lcfg)
-			if n > 1 {
-				how := cfg.Train.DPStrategy
-				if po.Strategy == train.Replicas {
-					how += fmt.Sprintf(", %s all-reduce in %g MB buckets", cfg.Train.DPReduce, cfg.Train.DPBucketMB)
-				}
-				if rec != nil {
-					probe, err := probeAllReduce(runner.Parallel(), rec)
-					if err != nil {
-						return res, err
-					}
-					how += "; " + probe
-				}
-				fmt.Fprintf(out, "parallel %d GPUs, %s\n", n, how)
-			}
-			rows, f := runner.Resident()
-			fmt.Fprintf(out, "data     resident on %d device(s): %d rows × %d features (%.0f MB each)\n", n, rows, f, float64(rows*f)*4/1e6)
+		// One GPU holds the dataset; several each hold it and a replica of
+		// the state, and the batch's rows are split over them per step.
+		if runner, err = train.NewRunner(stepper, st, win, norm, n, po); err != nil {
+			return res, err
 		}
+		lcfg = runner.LoaderConfig(lcfg)
+		if n > 1 {
+			how := cfg.Train.DPStrategy
+			if po.Strategy == train.Replicas {
+				how += fmt.Sprintf(", %s all-reduce in %g MB buckets", cfg.Train.DPReduce, cfg.Train.DPBucketMB)
+			}
+			if rec != nil {
+				probe, err := probeAllReduce(runner.Parallel(), rec)
+				if err != nil {
+					return res, err
+				}
+				how += "; " + probe
+			}
+			fmt.Fprintf(out, "parallel %d GPUs, %s\n", n, how)
+		}
+		rows, f := runner.Resident()
+		fmt.Fprintf(out, "data     resident on %d device(s): %d rows × %d features (%.0f MB each)\n", n, rows, f, float64(rows*f)*4/1e6)
 	}
 	if rec != nil || opt.dataDelay > 0 {
 		lcfg.OnBatch = func(t time.Time, d time.Duration) {
