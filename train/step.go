@@ -202,7 +202,6 @@ func NewStepper(backend compute.Backend, m model.Model, opt Optimizer) *Stepper 
 	s := &Stepper{backend: backend, model: m, opt: opt, precision: FP32, accum: 1, nParams: len(m.Params())}
 	s.exec = MustNewExec(backend, s.fusedGraph).WithName("train_step")
 	s.accExec = MustNewExec(backend, s.accumulateGraph).WithName("accumulate")
-
 	s.pred = MustNewExec(backend, s.predictGraph).WithName("predict")
 	return s
 }
@@ -418,9 +417,7 @@ func (s *Stepper) accumulateTail(acc []*Node, accOK *Node, grads []*Node, loss, 
 // mean losses, 1 when each micro-batch's loss was already divided by the
 // whole step's count (sequences).
 func (s *Stepper) applyGraph(scale float32) func(in []*Node) []*Node {
-	return func(in []*Node) []*Node {
-		return s.applyAccumulated(in, scale)
-	}
+	return func(in []*Node) []*Node { return s.applyAccumulated(in, scale) }
 }
 
 func (s *Stepper) applyAccumulated(in []*Node, scale float32) []*Node {
