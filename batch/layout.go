@@ -255,29 +255,25 @@ type StagedSeq struct {
 // are made when stage returns, so the host buffers may be refilled.
 func (b *SeqBatch) stage(backend compute.Backend, dev compute.DeviceNum) error {
 	b.unstage()
-	st := &StagedSeq{}
+	b.OnDevice = &StagedSeq{}
 	for _, c := range []struct {
 		dst   **tensors.Tensor
 		flat  any
 		shape shapes.Shape
 	}{
-		{&st.X, b.X, shapes.Make(dtypes.Float32, b.B, b.T, b.F)},
-		{&st.Segments, b.Segments, shapes.Make(dtypes.Int32, b.B, b.T)},
-		{&st.Labels, b.Labels, shapes.Make(dtypes.Int32, b.B, b.T)},
+		{&b.OnDevice.X, b.X, shapes.Make(dtypes.Float32, b.B, b.T, b.F)},
+		{&b.OnDevice.Segments, b.Segments, shapes.Make(dtypes.Int32, b.B, b.T)},
+		{&b.OnDevice.Labels, b.Labels, shapes.Make(dtypes.Int32, b.B, b.T)},
 	} {
 		buf, err := backend.BufferFromFlatData(dev, c.flat, c.shape)
+		if err == nil {
+			*c.dst, err = tensors.FromBuffer(buf)
+		}
 		if err != nil {
-			b.OnDevice = st
-			b.unstage()
+			b.unstage() // what was copied before the failure
 			return fmt.Errorf("batch: copying rank %d's batch to device %d: %w", b.Rank, dev, err)
 		}
-		if *c.dst, err = tensors.FromBuffer(buf); err != nil {
-			b.OnDevice = st
-			b.unstage()
-			return err
-		}
 	}
-	b.OnDevice = st
 	return nil
 }
 
@@ -389,8 +385,8 @@ func roundUp(n, m int) int {
 
 // StageError is a loader failure: the stage that failed ("source": the
 // SeqSource; "layout": a plan that does not fit the batch; "h2d": the copy
-// to the device), the batch it
-// failed at (0-based, counted from the loader's start) and the cause.
+// to the device), the batch it failed at (0-based, counted from the
+// loader's start) and the cause.
 type StageError struct {
 	Stage string
 	Batch int64
@@ -435,6 +431,7 @@ type SeqLoader struct {
 	ordered chan *SeqBatch
 	pending *SeqBatch // taken from ordered, not yet assembled when Next gave up
 	err     error
+	all     []*SeqBatch // every buffer, to free their device copies on Close
 }
 
 // NewSeqLoader starts assembling rank cfg.Rank's batches of the steps s
@@ -465,6 +462,7 @@ func NewSeqLoader(ctx context.Context, src SeqSource, s *SeqSampler, cfg SeqLoad
 		b := s.NewBatch(src.Features())
 		b.Rank = cfg.Rank
 		l.free <- b
+		l.all = append(l.all, b)
 	}
 	l.wg.Add(1 + cfg.Workers)
 	go l.plan(s, cfg.Rank)
@@ -570,8 +568,12 @@ func (l *SeqLoader) Release(b *SeqBatch) {
 	}
 }
 
-// Close stops the loader and waits for its goroutines.
+// Close stops the loader, waits for its goroutines and frees the batches'
+// device copies (SeqBatch.OnDevice): batches must not be used after it.
 func (l *SeqLoader) Close() {
 	l.cancel()
 	l.wg.Wait()
+	for _, b := range l.all {
+		b.unstage()
+	}
 }

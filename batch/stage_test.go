@@ -67,6 +67,16 @@ func TestSeqLoaderStagesOnDevice(t *testing.T) {
 			if freed < len(old)-5 {
 				t.Fatalf("%d of %d released batches' device tensors freed on reuse", freed, len(old))
 			}
+			// Close frees what is still staged, held batches included.
+			held, err := ld.Next(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := held.OnDevice.X
+			ld.Close()
+			if held.OnDevice != nil || x.Ok() {
+				t.Fatal("a held batch's device copy survived Close")
+			}
 		})
 	}
 	sm, _ := NewSeqSampler(seqs, SeqSamplerConfig{Rows: 4, Len: 96})
