@@ -103,7 +103,7 @@ type Watcher struct {
 	mu     sync.Mutex
 	gen    int64
 	err    *NonFiniteError
-	rerr   *ReadError // sticky: after it the reader only drains the queue
+	rerr   *ReadError // sticky (Reset keeps it)
 	bad    int64
 	spikes int64
 	last   Value
@@ -138,13 +138,11 @@ func (w *Watcher) Observe(out train.StepOut, samples []int32) {
 
 func (w *Watcher) run() {
 	defer w.wg.Done()
+	failed := false // a read failed: drain the queue so Observe never blocks
 	for it := range w.ch {
 		o := it.out
-		w.mu.Lock()
-		failed := w.rerr != nil
-		w.mu.Unlock()
 		if failed {
-			w.pool <- it.samples // keep Observe from blocking until the loop sees Err
+			w.pool <- it.samples
 			continue
 		}
 		v := Value{Step: o.Step, LR: o.LR, Start: o.Start}
@@ -156,6 +154,7 @@ func (w *Watcher) run() {
 			}
 		}
 		if err != nil {
+			failed = true
 			w.mu.Lock()
 			w.rerr = &ReadError{Step: o.Step, Err: err}
 			w.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"path/filepath"
 	"regexp"
@@ -178,62 +179,43 @@ func TestResumeEqualsStraightRun(t *testing.T) {
 }
 
 // TestResumeSequences: the same for a GRU on packed sequences, whose
-// checkpoints carry the sequence sampler's state.
+// checkpoints carry the sequence sampler's state; also with gradient
+// accumulation (two micro-batches a step, each logged), where that state
+// must be the step's last micro-batch's.
 func TestResumeSequences(t *testing.T) {
 	inGitRepo(t)
-	cfg := tinyConfig(t)
-	cfg.Model.Arch, cfg.Model.Layout, cfg.Model.Hidden = "gru", "packed", []int{16}
-	cfg.Data.Sim.Events = 30_000
-	cfg.Train.BatchSize, cfg.Train.Steps, cfg.Train.CheckpointEvery, cfg.Train.KeepCheckpoints = 8, 12, 4, 0
-	var out bytes.Buffer
-	straight, err := Train(context.Background(), cfg, trainOptions{quiet: true, out: &out}, &out)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
+	for _, c := range []struct{ batch, accumulate int }{{8, 1}, {4, 2}} {
+		t.Run(fmt.Sprintf("accumulate%d", c.accumulate), func(t *testing.T) {
+			cfg := tinyConfig(t)
+			cfg.Model.Arch, cfg.Model.Layout, cfg.Model.Hidden = "gru", "packed", []int{16}
+			cfg.Data.Sim.Events = 30_000
+			cfg.Train.BatchSize, cfg.Train.Accumulate, cfg.Train.Steps, cfg.Train.CheckpointEvery, cfg.Train.KeepCheckpoints = c.batch, c.accumulate, 12, 4, 0
+			var out bytes.Buffer
+			straight, err := Train(context.Background(), cfg, trainOptions{quiet: true, out: &out}, &out)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out.String())
+			}
+			ms, err := readMetrics(filepath.Join(straight.RunDir, "metrics.jsonl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			perStep := map[int64]int{}
+			for _, m := range ms {
+				if m.Split == "train" {
+					perStep[m.Step]++
+				}
+			}
+			if len(perStep) != 12 || perStep[0] != c.accumulate || perStep[11] != c.accumulate {
+				t.Fatalf("train lines per step: %v, want %d for each of 12 steps", perStep, c.accumulate)
+			}
+			cut := interrupted(t, cfg, 9)
+			resumed := resumeCLI(t, cut)
+			m, err := buildModel(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameFinalState(t, m, straight.RunDir, resumed)
+			sameLosses(t, straight.RunDir, resumed, 8)
+		})
 	}
-	cut := interrupted(t, cfg, 9)
-	resumed := resumeCLI(t, cut)
-	m, err := buildModel(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameFinalState(t, m, straight.RunDir, resumed)
-	sameLosses(t, straight.RunDir, resumed, 8)
-}
-
-// TestResumeSequencesAccumulated: a sequence run with gradient accumulation
-// (two micro-batches a step, each logged) resumed mid-epoch ends bit for
-// bit where the straight run ends: the checkpoint's sampler state is the
-// step's last micro-batch's.
-func TestResumeSequencesAccumulated(t *testing.T) {
-	inGitRepo(t)
-	cfg := tinyConfig(t)
-	cfg.Model.Arch, cfg.Model.Layout, cfg.Model.Hidden = "gru", "packed", []int{16}
-	cfg.Data.Sim.Events = 30_000
-	cfg.Train.BatchSize, cfg.Train.Accumulate, cfg.Train.Steps, cfg.Train.CheckpointEvery, cfg.Train.KeepCheckpoints = 4, 2, 12, 4, 0
-	var out bytes.Buffer
-	straight, err := Train(context.Background(), cfg, trainOptions{quiet: true, out: &out}, &out)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
-	ms, err := readMetrics(filepath.Join(straight.RunDir, "metrics.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	perStep := map[int64]int{}
-	for _, m := range ms {
-		if m.Split == "train" {
-			perStep[m.Step]++
-		}
-	}
-	if len(perStep) != 12 || perStep[0] != 2 || perStep[11] != 2 {
-		t.Fatalf("train lines per step: %v, want 2 for each of 12 steps", perStep)
-	}
-	cut := interrupted(t, cfg, 9)
-	resumed := resumeCLI(t, cut)
-	m, err := buildModel(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameFinalState(t, m, straight.RunDir, resumed)
-	sameLosses(t, straight.RunDir, resumed, 8)
 }

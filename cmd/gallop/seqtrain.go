@@ -309,16 +309,10 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 	werr := w.Close()
 	r.nonFinite, _ = w.Counts()
 	r.steady = time.Since(start) - r.first
-	var nf *guard.NonFiniteError
-	switch {
-	case werr == nil:
-	case !errors.As(werr, &nf): // a step that failed on the device
-		return int64(c.Train.Steps) - from, lastCkpt, fmt.Errorf("train: %w", werr)
-	case c.Train.OnNonFinite == "stop":
-		// The last steps, read after the loop ended, are held to the same policy.
-		return int64(c.Train.Steps) - from, lastCkpt, fmt.Errorf("train: %w", guardStop(r.dir, r.seqSamples(trainSeqs), nf, lastCkpt, "stop"))
-	}
-	return int64(c.Train.Steps) - from, lastCkpt, nil
+	// The last steps, read after the loop ended, are held to the same policy.
+	return int64(c.Train.Steps) - from, lastCkpt, guardEnd(werr, c.Train.OnNonFinite, func(nf *guard.NonFiniteError) error {
+		return fmt.Errorf("train: %w", guardStop(r.dir, r.seqSamples(trainSeqs), nf, lastCkpt, "stop"))
+	})
 }
 
 // evalDuring validates after step, logs it, and with train.select_best

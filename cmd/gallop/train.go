@@ -555,13 +555,10 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	// finished them (dispatch is asynchronous), so trainTime counts them.
 	werr := watcher.Close()
 	trainTime := time.Since(trainStart)
-	var nf *guard.NonFiniteError
-	switch {
-	case werr == nil:
-	case !errors.As(werr, &nf): // a step that failed on the device
-		return res, fmt.Errorf("train: %w", werr)
-	case cfg.Train.OnNonFinite == "stop":
-		return res, guardStop(dir, windowSamples(win, split.Train), nf, lastCkpt, "stop")
+	if err := guardEnd(werr, cfg.Train.OnNonFinite, func(nf *guard.NonFiniteError) error {
+		return guardStop(dir, windowSamples(win, split.Train), nf, lastCkpt, "stop")
+	}); err != nil {
+		return res, err
 	}
 	res.NonFinite, _ = watcher.Counts()
 
@@ -742,6 +739,22 @@ func windowSamples(w *batch.Windows, refs []batch.Ref) func(i int32) guardSample
 		s := &w.Series[r.Series]
 		return guardSample{Index: i, Instrument: s.Symbol, Row: r.Row, TsNs: s.TsNs[r.Row]}
 	}
+}
+
+// guardEnd sorts the watcher's error at the end of a run, once its last
+// steps are read: none ends nothing; a failed read of a step (on the
+// device) ends the run under every policy; a non-finite step ends it
+// through stop under policy "stop" (skip and rollback went on).
+func guardEnd(werr error, policy string, stop func(*guard.NonFiniteError) error) error {
+	var nf *guard.NonFiniteError
+	switch {
+	case werr == nil:
+	case !errors.As(werr, &nf):
+		return fmt.Errorf("train: %w", werr)
+	case policy == "stop":
+		return stop(nf)
+	}
+	return nil
 }
 
 // guardStop writes guard.json (the step, its samples as sampleOf describes
