@@ -179,10 +179,12 @@ func TestWaitForDeviceIsChargedToDevice(t *testing.T) {
 	k := newLoopKit(t, 64)
 	defer k.close()
 	rec := profile.New(profile.Config{})
-	w := guard.NewWatcher(guard.Config{BatchSize: 64, Lag: 2, OnValue: func(guard.Value) { time.Sleep(10 * time.Millisecond) }})
+	// The reader's 40 ms per step is several times a step's own cost even
+	// on a slow two-core machine (about 5 ms there), so the wait dominates.
+	w := guard.NewWatcher(guard.Config{BatchSize: 64, Lag: 2, OnValue: func(guard.Value) { time.Sleep(40 * time.Millisecond) }})
 	d := &dispatcher{stepper: k.stepper, mean: k.mean, std: k.std, loader: k.loader, watcher: w, rec: rec}
 	ctx := context.Background()
-	for i := 0; i < 40; i++ {
+	for i := 0; i < 24; i++ {
 		rec.BeginStep(k.st.Step)
 		tm := stamp(rec)
 		b, err := k.loader.Next(ctx)
