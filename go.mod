@@ -32,3 +32,5 @@ require (
 
 // Asynchronous Execute: see third_party/go-xla/GALLOP.md.
 replace github.com/gomlx/go-xla => ./third_party/go-xla
+
+replace github.com/gomlx/compute => ./third_party/compute

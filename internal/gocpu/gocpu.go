@@ -9,15 +9,17 @@ import (
 	"github.com/gomlx/compute/gobackend"
 )
 
-// Config is the Go backend configuration gallop uses: operations run one at
-// a time (each still uses every core inside, e.g. a matmul), because the
-// backend's default of running independent operations concurrently can
-// deadlock in its worker pool (v0.1.2: a worker that goes to sleep adds
-// capacity without waking the waiters, and waiters are woken one at a time).
-// That costs ~35% on the MLP step (BENCHMARKS.md); set GALLOP_GO_BACKEND to
-// another configuration (e.g. "ops_parallel", or "" for the backend's
-// default) to trade that safety for speed.
-const Config = "ops_sequential"
+// Config is the Go backend configuration gallop uses: independent
+// operations run concurrently on the backend's workers, each of which may
+// split its own work over them too (a matmul does). As published (compute
+// v0.1.2) that deadlocked: operations running on workers waited for other
+// workers to split their work; gallop's copy (third_party/compute,
+// GALLOP.md) never waits for a worker, and TestParallelOpsDoNotDeadlock
+// covers it. Set GALLOP_GO_BACKEND to another configuration (e.g.
+// "ops_sequential", one operation at a time, 1.3-1.7× slower per step in
+// BENCHMARKS.md; or "" for the backend's default, concurrent only while one
+// program runs) to change it.
+const Config = "ops_parallel"
 
 // New returns the Go backend with Config, or $GALLOP_GO_BACKEND when set.
 func New() (compute.Backend, error) {
@@ -25,5 +27,10 @@ func New() (compute.Backend, error) {
 	if v, ok := os.LookupEnv("GALLOP_GO_BACKEND"); ok {
 		cfg = v
 	}
+	return newWith(cfg)
+}
+
+// newWith returns the Go backend with configuration cfg.
+func newWith(cfg string) (compute.Backend, error) {
 	return gobackend.New(cfg)
 }
