@@ -295,3 +295,185 @@ func TestParallelOpsDoNotDeadlock(t *testing.T) {
 		t.Fatal("40 runs of 24 independent products with ops_parallel did not finish within a minute: the backend's workers deadlocked")
 	}
 }
+
+// TestWhereMatchesReference covers the four cases of Where (each side a
+// full array or a scalar) for 2-, 4- and 8-byte values, which gallop's
+// backend selects on the values' bits, and for booleans.
+func TestWhereMatchesReference(t *testing.T) {
+	be, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(9, 10))
+	const n = 1000
+	cond := make([]bool, n)
+	for i := range cond {
+		cond[i] = r.IntN(2) == 0
+	}
+	check := func(name string, x, y *tensors.Tensor, want func(i int, c bool) any) {
+		for _, sc := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+			got, err := CallOnce(be, func(c, a, b *Node) *Node {
+				if sc[0] {
+					a = Slice(a, AxisElem(3)) // a scalar: element 3
+					a = Reshape(a)
+				}
+				if sc[1] {
+					b = Reshape(Slice(b, AxisElem(5)))
+				}
+				return Where(c, a, b)
+			}, tensors.FromValue(cond), x, y)
+			if err != nil {
+				t.Fatalf("%s %v: %v", name, sc, err)
+			}
+			flat := got.Value()
+			for i, c := range cond {
+				ti, fi := i, i
+				if sc[0] {
+					ti = 3
+				}
+				if sc[1] {
+					fi = 5
+				}
+				var g any
+				switch v := flat.(type) {
+				case []float32:
+					g = v[i]
+				case []float64:
+					g = v[i]
+				case []bfloat16.BFloat16:
+					g = v[i]
+				case []bool:
+					g = v[i]
+				}
+				if w := want(map[bool]int{true: ti, false: fi}[c], c); g != w {
+					t.Fatalf("%s, scalar sides %v: element %d (condition %v) = %v, want %v", name, sc, i, c, g, w)
+				}
+			}
+		}
+	}
+	f32a, f32b := make([]float32, n), make([]float32, n)
+	f64a, f64b := make([]float64, n), make([]float64, n)
+	bfa, bfb := make([]bfloat16.BFloat16, n), make([]bfloat16.BFloat16, n)
+	ba, bb := make([]bool, n), make([]bool, n)
+	for i := range n {
+		f32a[i], f32b[i] = float32(r.NormFloat64()), float32(r.NormFloat64())
+		f64a[i], f64b[i] = r.NormFloat64(), r.NormFloat64()
+		bfa[i], bfb[i] = bfloat16.FromFloat32(f32a[i]), bfloat16.FromFloat32(f32b[i])
+		ba[i], bb[i] = r.IntN(2) == 0, r.IntN(2) == 0
+	}
+	check("float32", tensors.FromValue(f32a), tensors.FromValue(f32b), func(i int, c bool) any {
+		if c {
+			return f32a[i]
+		}
+		return f32b[i]
+	})
+	check("float64", tensors.FromValue(f64a), tensors.FromValue(f64b), func(i int, c bool) any {
+		if c {
+			return f64a[i]
+		}
+		return f64b[i]
+	})
+	check("bfloat16", tensors.FromValue(bfa), tensors.FromValue(bfb), func(i int, c bool) any {
+		if c {
+			return bfa[i]
+		}
+		return bfb[i]
+	})
+	check("bool", tensors.FromValue(ba), tensors.FromValue(bb), func(i int, c bool) any {
+		if c {
+			return ba[i]
+		}
+		return bb[i]
+	})
+}
+
+// TestBroadcastArithmeticMatchesReference: Add and Mul of an array and a
+// broadcast one, which gallop's backend runs row by row when the broadcast
+// is a bias (leading axes of 1) or a per-row value (trailing axes of 1),
+// and Sub (still the backend's general path) as a control; both operand
+// orders, random shapes and broadcast axes, compared bit for bit with an
+// element-by-element reference.
+func TestBroadcastArithmeticMatchesReference(t *testing.T) {
+	be, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	ops := []struct {
+		name string
+		g    func(a, b *Node) *Node
+		f    func(a, b float32) float32
+	}{
+		{"Add", Add, func(a, b float32) float32 { return a + b }},
+		{"Mul", Mul, func(a, b float32) float32 { return a * b }},
+		{"Sub", Sub, func(a, b float32) float32 { return a - b }},
+	}
+	for c := range 300 {
+		dims := randomDims(r)
+		small := slices.Clone(dims)
+		switch r.IntN(3) {
+		case 0: // a bias: leading axes broadcast
+			for k := range r.IntN(len(dims)) + 1 {
+				small[k] = 1
+			}
+		case 1: // a value per row: trailing axes broadcast
+			for k := len(dims) - 1 - r.IntN(len(dims)); k < len(dims); k++ {
+				small[k] = 1
+			}
+		default: // any axes
+			for k := range small {
+				if r.IntN(2) == 0 {
+					small[k] = 1
+				}
+			}
+		}
+		big := make([]float32, prod(dims))
+		sm := make([]float32, prod(small))
+		for i := range big {
+			big[i] = float32(r.NormFloat64())
+		}
+		for i := range sm {
+			sm[i] = float32(r.NormFloat64())
+		}
+		smallStrides := rowMajorStrides(small)
+		for k := range small {
+			if small[k] == 1 {
+				smallStrides[k] = 0
+			}
+		}
+		at := refStrided(sm, 0, dims, smallStrides) // sm broadcast to dims
+		for _, op := range ops {
+			for _, smallFirst := range []bool{false, true} {
+				want := make([]float32, len(big))
+				for i := range big {
+					if smallFirst {
+						want[i] = op.f(at[i], big[i])
+					} else {
+						want[i] = op.f(big[i], at[i])
+					}
+				}
+				got, err := CallOnce(be, func(b, s *Node) *Node {
+					s = BroadcastToDims(s, dims...)
+					if smallFirst {
+						return op.g(s, b)
+					}
+					return op.g(b, s)
+				}, tensors.FromFlatDataAndDimensions(big, dims...), tensors.FromFlatDataAndDimensions(sm, small...))
+				if err != nil {
+					t.Fatalf("case %d: %s of %v and %v: %v", c, op.name, dims, small, err)
+				}
+				if g := tensors.MustCopyFlatData[float32](got); !slices.Equal(g, want) {
+					t.Fatalf("case %d: %s of %v and %v (small first %v) differs from the reference", c, op.name, dims, small, smallFirst)
+				}
+			}
+		}
+	}
+}
+
+func prod(dims []int) int {
+	n := 1
+	for _, d := range dims {
+		n *= d
+	}
+	return n
+}

@@ -107,6 +107,9 @@ func execAddNumericGeneric[T gobackend.PODNumericConstraints](lhs, rhs []T, outp
 			output[ii] = input + rhs[ii]
 		}
 		return
+	case broadcastRowsAdd(lhs, rhs, output, lhsShape, rhsShape, outputShape):
+		// gallop: a bias or a per-row value, row by row (broadcastrows.go).
+		return
 	default:
 		// Case 3: with broadcasting non-scalar tensors:
 		zipIter := gobackend.NewZippedBroadcastIterator(lhsShape, rhsShape, outputShape)
@@ -245,6 +248,9 @@ func execMulNumericGeneric[T gobackend.PODNumericConstraints](lhs, rhs []T, outp
 		for ii, input := range lhs {
 			output[ii] = input * rhs[ii]
 		}
+		return
+	case broadcastRowsMul(lhs, rhs, output, lhsShape, rhsShape, outputShape):
+		// gallop: a bias or a per-row value, row by row (broadcastrows.go).
 		return
 	default:
 		// Case 3: with broadcasting non-scalar tensors:
