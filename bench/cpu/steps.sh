@@ -37,4 +37,7 @@ for r in $(seq "$ROUNDS"); do
 		echo "== PyTorch eager $m, batch $b"
 		OMP_NUM_THREADS=$THREADS "$PY" bench/gpu/baselines_seq.py --model $m --batch $b --device cpu --only eager --steps 8 --features 51 2>&1 | grep 'ms/step'
 	done
+	echo "== PyTorch eager MLP 510-128-64-3, batch 256"
+	OMP_NUM_THREADS=$THREADS "$PY" bench/gpu/baselines.py --layers 510,128,64,3 --batch 256 --device cpu --threads "$THREADS" --only eager --steps 300 2>&1 | grep 'ms/step\|ms '
+
 done
