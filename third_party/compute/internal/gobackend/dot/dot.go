@@ -323,6 +323,13 @@ func reshapeToSupportedLayout(
 	// We need to transpose inputs to a supported layout. Since the
 	// LayoutTransposed is the fastest, we transpose to that.
 	targetLayout := LayoutTransposed
+	// gallop: unless the rhs is already in LayoutNonTransposed's order
+	// (batch, contracting, cross), as a weight gradient's output gradient
+	// is (contracting the batch axis): the kernels pack that layout
+	// directly, and transposing it first cost a full copy of the operand.
+	if sideInOrder(rhs.Shape.Rank(), params.RHSContractingAxes, params.RHSBatchAxes, LayoutNonTransposed) {
+		targetLayout = LayoutNonTransposed
+	}
 	lhs, params.LHSContractingAxes, params.LHSBatchAxes,
 		rhs, params.RHSContractingAxes, params.RHSBatchAxes, err = TransposeToLayout(
 		f,

@@ -394,3 +394,40 @@ func TransposeToLayout(f *gobackend.Function,
 		newRhs, newRhsContractingAxes, newRhsBatchAxes,
 		nil
 }
+
+// sideInOrder reports whether an operand of the given rank, contracting and
+// batch axes is already in layout's axis order, the order transposeSide
+// would transpose it to (gallop).
+func sideInOrder(rank int, contractingAxes, batchAxes []int, layout Layout) bool {
+	isOther := make([]bool, rank)
+	for _, axis := range contractingAxes {
+		isOther[axis] = true
+	}
+	for _, axis := range batchAxes {
+		isOther[axis] = true
+	}
+	perm := make([]int, 0, rank)
+	perm = append(perm, batchAxes...)
+	cross := make([]int, 0, rank)
+	for axis := range rank {
+		if !isOther[axis] {
+			cross = append(cross, axis)
+		}
+	}
+	switch layout {
+	case LayoutTransposed:
+		perm = append(perm, cross...)
+		perm = append(perm, contractingAxes...)
+	case LayoutNonTransposed:
+		perm = append(perm, contractingAxes...)
+		perm = append(perm, cross...)
+	default:
+		return false
+	}
+	for i, p := range perm {
+		if p != i {
+			return false
+		}
+	}
+	return len(perm) == rank
+}
