@@ -67,6 +67,7 @@ func avx2SmallFloat32Parallel( //alt:f32
 	close(work)
 
 	backend.Workers.Saturate(func() {
+		defer archsimd.ClearAVXUpperBits() // gallop: see the router
 		for chunk := range work {
 			if layout == dot.LayoutNonTransposed {
 				avx2SmallFloat32(lhs, rhs, chunk.batchIdx, chunk.batchCount, lhsCrossSize, rhsCrossSize, contractingSize, output) //alt:f32

@@ -5,6 +5,8 @@
 package matmul
 
 import (
+	"simd/archsimd"
+
 	"github.com/gomlx/compute/internal/gobackend"
 	"github.com/gomlx/compute/internal/gobackend/dot"
 	"k8s.io/klog/v2"
@@ -26,6 +28,7 @@ func avx512RouterFloat32( //alt:f32
 	//alt:f64 lhs, rhs []float64,
 	batchSize, lhsCrossSize, rhsCrossSize, contractingSize int,
 	output []float32) { //alt:f32|bf16|f16
+	defer archsimd.ClearAVXUpperBits() // gallop: VZEROUPPER, so the scalar float code after these kernels on this thread (math.Exp in a sigmoid) pays no AVX-SSE transition penalty on Intel CPUs (golang/go#80835)
 	//alt:f64 output []float64) {
 
 	// Check if small matrix multiplication kernel can be used.

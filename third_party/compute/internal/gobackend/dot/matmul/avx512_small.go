@@ -67,6 +67,7 @@ func avx512SmallFloat32Parallel( //alt:f32
 	close(work)
 
 	backend.Workers.Saturate(func() {
+		defer archsimd.ClearAVXUpperBits() // gallop: see the router
 		for chunk := range work {
 			if layout == dot.LayoutNonTransposed {
 				avx512SmallFloat32( //alt:f32

@@ -9,6 +9,8 @@
 package matmul
 
 import (
+	"simd/archsimd"
+
 	"github.com/gomlx/compute/internal/gobackend"
 	"github.com/gomlx/compute/internal/gobackend/dot"
 	//alt:bf16  "github.com/gomlx/compute/dtypes/bfloat16"
@@ -30,6 +32,7 @@ func avx2RouterFloat64( //alt:f64
 	batchSize, lhsCrossSize, rhsCrossSize, contractingSize int,
 	//alt:f32|bf16|f16 output []float32) {
 	output []float64) { //alt:f64
+	defer archsimd.ClearAVXUpperBits() // gallop: VZEROUPPER, so the scalar float code after these kernels on this thread (math.Exp in a sigmoid) pays no AVX-SSE transition penalty on Intel CPUs (golang/go#80835)
 
 	if !ForceLargeVariant && (ForceSmallVariant || (lhsCrossSize*rhsCrossSize*contractingSize < noSIMDSmallMatMulSizeThreshold)) {
 		//alt:f32 avx2SmallFloat32Parallel(backend, layout, lhs, rhs, batchSize, lhsCrossSize, rhsCrossSize, contractingSize, output)

@@ -72,6 +72,7 @@ func avx2SmallFloat64Parallel( //alt:f64
 	close(work)
 
 	backend.Workers.Saturate(func() {
+		defer archsimd.ClearAVXUpperBits() // gallop: see the router
 		for chunk := range work {
 			if layout == dot.LayoutNonTransposed {
 				//alt:f32 avx2SmallFloat32(lhs, rhs, chunk.batchIdx, chunk.batchCount, lhsCrossSize, rhsCrossSize, contractingSize, output)

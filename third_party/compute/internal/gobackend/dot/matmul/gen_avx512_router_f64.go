@@ -9,6 +9,8 @@
 package matmul
 
 import (
+	"simd/archsimd"
+
 	"github.com/gomlx/compute/internal/gobackend"
 	"github.com/gomlx/compute/internal/gobackend/dot"
 	"k8s.io/klog/v2"
@@ -32,6 +34,7 @@ func avx512RouterFloat64( //alt:f64
 	batchSize, lhsCrossSize, rhsCrossSize, contractingSize int,
 	//alt:f32|bf16|f16 output []float32) {
 	output []float64) { //alt:f64
+	defer archsimd.ClearAVXUpperBits() // gallop: VZEROUPPER, so the scalar float code after these kernels on this thread (math.Exp in a sigmoid) pays no AVX-SSE transition penalty on Intel CPUs (golang/go#80835)
 
 	// Check if small matrix multiplication kernel can be used.
 	flops := batchSize * lhsCrossSize * rhsCrossSize * contractingSize

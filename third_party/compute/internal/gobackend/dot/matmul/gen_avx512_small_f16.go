@@ -72,6 +72,7 @@ func avx512SmallFloat16Parallel( //alt:f16
 	close(work)
 
 	backend.Workers.Saturate(func() {
+		defer archsimd.ClearAVXUpperBits() // gallop: see the router
 		for chunk := range work {
 			if layout == dot.LayoutNonTransposed {
 				//alt:f32 avx512SmallFloat32(
