@@ -387,10 +387,10 @@ func TestWhereMatchesReference(t *testing.T) {
 	})
 }
 
-// TestBroadcastArithmeticMatchesReference: Add and Mul of an array and a
-// broadcast one, which gallop's backend runs row by row when the broadcast
-// is a bias (leading axes of 1) or a per-row value (trailing axes of 1),
-// and Sub (still the backend's general path) as a control; both operand
+// TestBroadcastArithmeticMatchesReference: Add, Sub, Mul and Div of an
+// array and a broadcast one, which gallop's backend runs row by row when
+// the broadcast is a bias (leading axes of 1) or a per-row value (trailing
+// axes of 1), and Max (still the backend's general path) as a control; both operand
 // orders, random shapes and broadcast axes, compared bit for bit with an
 // element-by-element reference.
 func TestBroadcastArithmeticMatchesReference(t *testing.T) {
@@ -405,8 +405,10 @@ func TestBroadcastArithmeticMatchesReference(t *testing.T) {
 		f    func(a, b float32) float32
 	}{
 		{"Add", Add, func(a, b float32) float32 { return a + b }},
-		{"Mul", Mul, func(a, b float32) float32 { return a * b }},
 		{"Sub", Sub, func(a, b float32) float32 { return a - b }},
+		{"Mul", Mul, func(a, b float32) float32 { return a * b }},
+		{"Div", Div, func(a, b float32) float32 { return a / b }},
+		{"Max", Max, func(a, b float32) float32 { return max(a, b) }},
 	}
 	for c := range 300 {
 		dims := randomDims(r)

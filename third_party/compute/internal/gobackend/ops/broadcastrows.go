@@ -1,6 +1,6 @@
 // Copyright 2026 The gallop authors. SPDX-License-Identifier: Apache-2.0
 //
-// Added by gallop (see GALLOP.md at the module root): Add and Mul of an
+// Added by gallop (see GALLOP.md at the module root): Add, Sub, Mul and Div of an
 // array and a broadcast one (a bias over rows, a value per row) row by row,
 // instead of through the zipped broadcast iterator's per-element indices.
 
@@ -108,6 +108,59 @@ func broadcastRowsAdd[T gobackend.PODNumericConstraints](lhs, rhs, output []T, l
 	return true
 }
 
+// broadcastRowsSub computes output = lhs - rhs when one side has the
+// output's shape and the other broadcasts as broadcastRows describes, and
+// reports whether it did. Each element is the same lhs - rhs, operands in
+// their order.
+func broadcastRowsSub[T gobackend.PODNumericConstraints](lhs, rhs, output []T, lhsShape, rhsShape, outputShape shapes.Shape) bool {
+	smallIsRHS := lhsShape.Equal(outputShape)
+	small := rhsShape
+	if !smallIsRHS {
+		if !rhsShape.Equal(outputShape) {
+			return false
+		}
+		small = lhsShape
+	}
+	leading, inner, ok := broadcastRows(small, outputShape)
+	if !ok || inner == 0 {
+		return false
+	}
+	n := len(output)
+	switch {
+	case leading && smallIsRHS:
+		s := rhs[:inner]
+		for r := 0; r < n; r += inner {
+			o, a := output[r:r+inner], lhs[r:r+inner]
+			for c := range o {
+				o[c] = a[c] - s[c]
+			}
+		}
+	case leading:
+		s := lhs[:inner]
+		for r := 0; r < n; r += inner {
+			o, b := output[r:r+inner], rhs[r:r+inner]
+			for c := range o {
+				o[c] = s[c] - b[c]
+			}
+		}
+	case smallIsRHS:
+		for i, r := 0, 0; r < n; i, r = i+1, r+inner {
+			o, a, v := output[r:r+inner], lhs[r:r+inner], rhs[i]
+			for c := range o {
+				o[c] = a[c] - v
+			}
+		}
+	default:
+		for i, r := 0, 0; r < n; i, r = i+1, r+inner {
+			o, b, v := output[r:r+inner], rhs[r:r+inner], lhs[i]
+			for c := range o {
+				o[c] = v - b[c]
+			}
+		}
+	}
+	return true
+}
+
 // broadcastRowsMul computes output = lhs * rhs when one side has the
 // output's shape and the other broadcasts as broadcastRows describes, and
 // reports whether it did. Each element is the same lhs * rhs, operands in
@@ -155,6 +208,59 @@ func broadcastRowsMul[T gobackend.PODNumericConstraints](lhs, rhs, output []T, l
 			o, b, v := output[r:r+inner], rhs[r:r+inner], lhs[i]
 			for c := range o {
 				o[c] = v * b[c]
+			}
+		}
+	}
+	return true
+}
+
+// broadcastRowsDiv computes output = lhs / rhs when one side has the
+// output's shape and the other broadcasts as broadcastRows describes, and
+// reports whether it did. Each element is the same lhs / rhs, operands in
+// their order.
+func broadcastRowsDiv[T gobackend.PODNumericConstraints](lhs, rhs, output []T, lhsShape, rhsShape, outputShape shapes.Shape) bool {
+	smallIsRHS := lhsShape.Equal(outputShape)
+	small := rhsShape
+	if !smallIsRHS {
+		if !rhsShape.Equal(outputShape) {
+			return false
+		}
+		small = lhsShape
+	}
+	leading, inner, ok := broadcastRows(small, outputShape)
+	if !ok || inner == 0 {
+		return false
+	}
+	n := len(output)
+	switch {
+	case leading && smallIsRHS:
+		s := rhs[:inner]
+		for r := 0; r < n; r += inner {
+			o, a := output[r:r+inner], lhs[r:r+inner]
+			for c := range o {
+				o[c] = a[c] / s[c]
+			}
+		}
+	case leading:
+		s := lhs[:inner]
+		for r := 0; r < n; r += inner {
+			o, b := output[r:r+inner], rhs[r:r+inner]
+			for c := range o {
+				o[c] = s[c] / b[c]
+			}
+		}
+	case smallIsRHS:
+		for i, r := 0, 0; r < n; i, r = i+1, r+inner {
+			o, a, v := output[r:r+inner], lhs[r:r+inner], rhs[i]
+			for c := range o {
+				o[c] = a[c] / v
+			}
+		}
+	default:
+		for i, r := 0, 0; r < n; i, r = i+1, r+inner {
+			o, b, v := output[r:r+inner], rhs[r:r+inner], lhs[i]
+			for c := range o {
+				o[c] = v / b[c]
 			}
 		}
 	}

@@ -394,6 +394,9 @@ func execSubNumericGeneric[T gobackend.PODNumericConstraints](lhs, rhs []T, outp
 			output[ii] = input - rhs[ii]
 		}
 		return
+	case broadcastRowsSub(lhs, rhs, output, lhsShape, rhsShape, outputShape):
+		// gallop: a bias or a per-row value, row by row (broadcastrows.go).
+		return
 	default:
 		// Case 3: with broadcasting non-scalar tensors:
 		zipIter := gobackend.NewZippedBroadcastIterator(lhsShape, rhsShape, outputShape)
@@ -551,6 +554,9 @@ func execDivNumericGeneric[T gobackend.PODNumericConstraints](lhs, rhs []T, outp
 		for ii, input := range lhs {
 			output[ii] = input / rhs[ii]
 		}
+		return
+	case broadcastRowsDiv(lhs, rhs, output, lhsShape, rhsShape, outputShape):
+		// gallop: a bias or a per-row value, row by row (broadcastrows.go).
 		return
 	default:
 		// Case 3: with broadcasting non-scalar tensors:
