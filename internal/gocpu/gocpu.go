@@ -16,7 +16,7 @@ import (
 // workers to split their work; gallop's copy (third_party/compute,
 // GALLOP.md) never waits for a worker, and TestParallelOpsDoNotDeadlock
 // covers it. Set GALLOP_GO_BACKEND to another configuration (e.g.
-// "ops_sequential", one operation at a time, 1.3-1.7× slower per step in
+// "ops_sequential", one operation at a time, 1.4-2× slower per step in
 // BENCHMARKS.md; or "" for the backend's default, concurrent only while one
 // program runs) to change it.
 const Config = "ops_parallel"
