@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gomlx/compute/dtypes/bfloat16"
+	"github.com/gomlx/compute/dtypes/gotype"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 )
@@ -20,10 +21,7 @@ import (
 // refStrided returns the row-major array of dims whose element at index
 // (i0..in) is src[base + Σ ik·strides[k]].
 func refStrided[T any](src []T, base int, dims, strides []int) []T {
-	n := 1
-	for _, d := range dims {
-		n *= d
-	}
+	n := prod(dims)
 	out := make([]T, n)
 	idx := make([]int, len(dims))
 	for f := range out {
@@ -77,10 +75,7 @@ func TestSliceMatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for c := range 300 {
 		dims := randomDims(r)
-		n := 1
-		for _, d := range dims {
-			n *= d
-		}
+		n := prod(dims)
 		src := make([]float32, n)
 		for i := range src {
 			src[i] = float32(i)
@@ -120,10 +115,7 @@ func TestTransposeMatchesReference(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(3, 4))
 	check := func(c int, dims, perm []int) {
-		n := 1
-		for _, d := range dims {
-			n *= d
-		}
+		n := prod(dims)
 		srcStrides := rowMajorStrides(dims)
 		outDims := make([]int, len(dims))
 		strides := make([]int, len(dims))
@@ -182,10 +174,7 @@ func TestReduceSumMatchesReference(t *testing.T) {
 		if len(axes) == 0 {
 			axes = []int{r.IntN(len(dims))}
 		}
-		n := 1
-		for _, d := range dims {
-			n *= d
-		}
+		n := prod(dims)
 		src := make([]float32, n)
 		for i := range src {
 			src[i] = float32(r.NormFloat64())
@@ -202,11 +191,7 @@ func TestReduceSumMatchesReference(t *testing.T) {
 			}
 		}
 		outStrides := rowMajorStrides(outDims)
-		m := 1
-		for _, d := range outDims {
-			m *= d
-		}
-		want := make([]float32, m)
+		want := make([]float32, prod(outDims))
 		idx := make([]int, len(dims))
 		for _, v := range src {
 			o, j := 0, 0
@@ -300,91 +285,67 @@ func TestParallelOpsDoNotDeadlock(t *testing.T) {
 // full array or a scalar) for 2-, 4- and 8-byte values, which gallop's
 // backend selects on the values' bits, and for booleans.
 func TestWhereMatchesReference(t *testing.T) {
-	be, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := rand.New(rand.NewPCG(9, 10))
 	const n = 1000
 	cond := make([]bool, n)
-	for i := range cond {
-		cond[i] = r.IntN(2) == 0
-	}
-	check := func(name string, x, y *tensors.Tensor, want func(i int, c bool) any) {
-		for _, sc := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
-			got, err := CallOnce(be, func(c, a, b *Node) *Node {
-				if sc[0] {
-					a = Slice(a, AxisElem(3)) // a scalar: element 3
-					a = Reshape(a)
-				}
-				if sc[1] {
-					b = Reshape(Slice(b, AxisElem(5)))
-				}
-				return Where(c, a, b)
-			}, tensors.FromValue(cond), x, y)
-			if err != nil {
-				t.Fatalf("%s %v: %v", name, sc, err)
-			}
-			flat := got.Value()
-			for i, c := range cond {
-				ti, fi := i, i
-				if sc[0] {
-					ti = 3
-				}
-				if sc[1] {
-					fi = 5
-				}
-				var g any
-				switch v := flat.(type) {
-				case []float32:
-					g = v[i]
-				case []float64:
-					g = v[i]
-				case []bfloat16.BFloat16:
-					g = v[i]
-				case []bool:
-					g = v[i]
-				}
-				if w := want(map[bool]int{true: ti, false: fi}[c], c); g != w {
-					t.Fatalf("%s, scalar sides %v: element %d (condition %v) = %v, want %v", name, sc, i, c, g, w)
-				}
-			}
-		}
-	}
 	f32a, f32b := make([]float32, n), make([]float32, n)
 	f64a, f64b := make([]float64, n), make([]float64, n)
 	bfa, bfb := make([]bfloat16.BFloat16, n), make([]bfloat16.BFloat16, n)
 	ba, bb := make([]bool, n), make([]bool, n)
 	for i := range n {
+		cond[i] = r.IntN(2) == 0
 		f32a[i], f32b[i] = float32(r.NormFloat64()), float32(r.NormFloat64())
 		f64a[i], f64b[i] = r.NormFloat64(), r.NormFloat64()
 		bfa[i], bfb[i] = bfloat16.FromFloat32(f32a[i]), bfloat16.FromFloat32(f32b[i])
 		ba[i], bb[i] = r.IntN(2) == 0, r.IntN(2) == 0
 	}
-	check("float32", tensors.FromValue(f32a), tensors.FromValue(f32b), func(i int, c bool) any {
-		if c {
-			return f32a[i]
+	checkWhere(t, "float32", cond, f32a, f32b)
+	checkWhere(t, "float64", cond, f64a, f64b)
+	checkWhere(t, "bfloat16", cond, bfa, bfb)
+	checkWhere(t, "bool", cond, ba, bb)
+}
+
+// checkWhere runs Where(cond, onTrue, onFalse) with each side either the
+// whole array or one of its elements as a scalar (element 3 of onTrue,
+// element 5 of onFalse) and compares every output element.
+func checkWhere[T interface {
+	comparable
+	gotype.Supported
+}](t *testing.T, name string, cond []bool, onTrue, onFalse []T) {
+	t.Helper()
+	be, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, scalar := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+		got, err := CallOnce(be, func(c, a, b *Node) *Node {
+			if scalar[0] {
+				a = Reshape(Slice(a, AxisElem(3)))
+			}
+			if scalar[1] {
+				b = Reshape(Slice(b, AxisElem(5)))
+			}
+			return Where(c, a, b)
+		}, tensors.FromValue(cond), tensors.FromFlatDataAndDimensions(onTrue, len(onTrue)), tensors.FromFlatDataAndDimensions(onFalse, len(onFalse)))
+		if err != nil {
+			t.Fatalf("%s, scalar sides %v: %v", name, scalar, err)
 		}
-		return f32b[i]
-	})
-	check("float64", tensors.FromValue(f64a), tensors.FromValue(f64b), func(i int, c bool) any {
-		if c {
-			return f64a[i]
+		g := tensors.MustCopyFlatData[T](got)
+		for i, c := range cond {
+			want := onFalse[i]
+			switch {
+			case c && scalar[0]:
+				want = onTrue[3]
+			case c:
+				want = onTrue[i]
+			case scalar[1]:
+				want = onFalse[5]
+			}
+			if g[i] != want {
+				t.Fatalf("%s, scalar sides %v: element %d (condition %v) = %v, want %v", name, scalar, i, c, g[i], want)
+			}
 		}
-		return f64b[i]
-	})
-	check("bfloat16", tensors.FromValue(bfa), tensors.FromValue(bfb), func(i int, c bool) any {
-		if c {
-			return bfa[i]
-		}
-		return bfb[i]
-	})
-	check("bool", tensors.FromValue(ba), tensors.FromValue(bb), func(i int, c bool) any {
-		if c {
-			return ba[i]
-		}
-		return bb[i]
-	})
+	}
 }
 
 // TestBroadcastArithmeticMatchesReference: Add, Sub, Mul and Div of an
