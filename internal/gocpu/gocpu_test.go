@@ -13,10 +13,12 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 )
 
-// The Go backend's Slice and Transpose are gallop's (third_party/compute,
-// stridedcopy.go): contiguous runs copied whole, transposes in tiles. These
-// tests compare both, over random shapes, slices and permutations, with an
-// element-by-element reference written here.
+// These tests cover gallop's changes to the Go backend
+// (third_party/compute/GALLOP.md): Slice, Transpose and ReduceSum by rows
+// and tiles, Where without branches, broadcast arithmetic by rows, the
+// weight gradient's layout, and the workers pool. Each compares the
+// backend, over random shapes and parameters, with a reference written
+// here, element by element (bit for bit) or in float64 (the products).
 
 // refStrided returns the row-major array of dims whose element at index
 // (i0..in) is src[base + Σ ik·strides[k]].
