@@ -14,7 +14,10 @@ import (
 // (golang/go#80835): on a Xeon, math.Exp took 78% of a GRU-64 train step,
 // which ran 4.8× slower than the same step built without simd
 // (BENCHMARKS.md). AMD CPUs have no such penalty. gallop's own inference
-// kernels clear the registers themselves.
+// kernels clear the registers themselves, and so, since the seventh
+// session, do the backend's matmul kernels in gallop's copy
+// (third_party/compute/GALLOP.md, change 6); that has not been measured on
+// an Intel CPU yet, so the warning stays until it is.
 func SIMDPenalty() bool {
 	if !simdBuild {
 		return false
