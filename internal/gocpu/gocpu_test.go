@@ -2,6 +2,7 @@ package gocpu
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -573,4 +574,45 @@ func refDotGeneral(lhs, rhs []float32, ld, rd, lc, rc, lb, rb []int) []float64 {
 		next(oi, outDims)
 	}
 	return out
+}
+
+// TestTranscendentalsInChunks: Exp, Logistic and Tanh of arrays large
+// enough for gallop's backend to split over its workers give, element by
+// element, the backend's single-element formulas (float64 math, rounded).
+func TestTranscendentalsInChunks(t *testing.T) {
+	be, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(15, 16))
+	const n = 50_001 // several chunks and a short last one
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64() * 4)
+	}
+	for _, c := range []struct {
+		name string
+		g    func(*Node) *Node
+		f    func(float64) float64
+	}{
+		{"Exp", Exp, math.Exp},
+		{"Tanh", Tanh, math.Tanh},
+		{"Logistic", Logistic, func(v float64) float64 {
+			if v >= 0 {
+				return 1 / (1 + math.Exp(-v))
+			}
+			e := math.Exp(v)
+			return e / (1 + e)
+		}},
+	} {
+		got, err := CallOnce(be, c.g, tensors.FromFlatDataAndDimensions(x, n))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		for i, g := range tensors.MustCopyFlatData[float32](got) {
+			if want := float32(c.f(float64(x[i]))); g != want {
+				t.Fatalf("%s: element %d of %d = %v, want %v", c.name, i, n, g, want)
+			}
+		}
+	}
 }
