@@ -576,7 +576,7 @@ func refDotGeneral(lhs, rhs []float32, ld, rd, lc, rc, lb, rb []int) []float64 {
 	return out
 }
 
-// TestTranscendentalsInChunks: Exp, Logistic and Tanh of arrays large
+// TestTranscendentalsInChunks: Exp, Erf, Logistic and Tanh of arrays large
 // enough for gallop's backend to split over its workers give, element by
 // element, the backend's single-element formulas (float64 math, rounded).
 func TestTranscendentalsInChunks(t *testing.T) {
@@ -596,6 +596,7 @@ func TestTranscendentalsInChunks(t *testing.T) {
 		f    func(float64) float64
 	}{
 		{"Exp", Exp, math.Exp},
+		{"Erf", Erf, math.Erf},
 		{"Tanh", Tanh, math.Tanh},
 		{"Logistic", Logistic, func(v float64) float64 {
 			if v >= 0 {

@@ -287,37 +287,9 @@ func MergeAxes(f *gobackend.Function,
 
 // transposeSide is a helper to transpose one side to a specific ordering of (batch, cross, contracting).
 func transposeSide(f *gobackend.Function, node *gobackend.Node, contractingAxes, batchAxes []int, layout Layout) (*gobackend.Node, []int, []int, error) {
-	rank := node.Shape.Rank()
-	isContracting := make([]bool, rank)
-	for _, axis := range contractingAxes {
-		isContracting[axis] = true
-	}
-	isBatch := make([]bool, rank)
-	for _, axis := range batchAxes {
-		isBatch[axis] = true
-	}
-
-	crossAxes := make([]int, 0, rank)
-	for axis := 0; axis < rank; axis++ {
-		if !isContracting[axis] && !isBatch[axis] {
-			crossAxes = append(crossAxes, axis)
-		}
-	}
-
-	var perm []int
-	switch layout {
-	case LayoutTransposed:
-		// Batch, Cross, Contracting
-		perm = append(perm, batchAxes...)
-		perm = append(perm, crossAxes...)
-		perm = append(perm, contractingAxes...)
-	case LayoutNonTransposed:
-		// Batch, Contracting, Cross
-		perm = append(perm, batchAxes...)
-		perm = append(perm, contractingAxes...)
-		perm = append(perm, crossAxes...)
-	default:
-		return nil, nil, nil, errors.Errorf("unsupported layout %v in transposeSide", layout)
+	perm, crossAxes, err := sidePermutation(node.Shape.Rank(), contractingAxes, batchAxes, layout)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 
 	// Check if already in order
@@ -395,33 +367,51 @@ func TransposeToLayout(f *gobackend.Function,
 		nil
 }
 
+// sidePermutation returns the permutation that puts an operand of the
+// given rank, contracting and batch axes in layout's order (batch, cross,
+// contracting for LayoutTransposed; batch, contracting, cross for
+// LayoutNonTransposed), and its cross axes. (gallop: taken out of
+// transposeSide for sideInOrder.)
+func sidePermutation(rank int, contractingAxes, batchAxes []int, layout Layout) (perm, crossAxes []int, err error) {
+	isContracting := make([]bool, rank)
+	for _, axis := range contractingAxes {
+		isContracting[axis] = true
+	}
+	isBatch := make([]bool, rank)
+	for _, axis := range batchAxes {
+		isBatch[axis] = true
+	}
+
+	crossAxes = make([]int, 0, rank)
+	for axis := 0; axis < rank; axis++ {
+		if !isContracting[axis] && !isBatch[axis] {
+			crossAxes = append(crossAxes, axis)
+		}
+	}
+
+	switch layout {
+	case LayoutTransposed:
+		// Batch, Cross, Contracting
+		perm = append(perm, batchAxes...)
+		perm = append(perm, crossAxes...)
+		perm = append(perm, contractingAxes...)
+	case LayoutNonTransposed:
+		// Batch, Contracting, Cross
+		perm = append(perm, batchAxes...)
+		perm = append(perm, contractingAxes...)
+		perm = append(perm, crossAxes...)
+	default:
+		return nil, nil, errors.Errorf("unsupported layout %v in transposeSide", layout)
+	}
+	return perm, crossAxes, nil
+}
+
 // sideInOrder reports whether an operand of the given rank, contracting and
 // batch axes is already in layout's axis order, the order transposeSide
 // would transpose it to (gallop).
 func sideInOrder(rank int, contractingAxes, batchAxes []int, layout Layout) bool {
-	isOther := make([]bool, rank)
-	for _, axis := range contractingAxes {
-		isOther[axis] = true
-	}
-	for _, axis := range batchAxes {
-		isOther[axis] = true
-	}
-	perm := make([]int, 0, rank)
-	perm = append(perm, batchAxes...)
-	cross := make([]int, 0, rank)
-	for axis := range rank {
-		if !isOther[axis] {
-			cross = append(cross, axis)
-		}
-	}
-	switch layout {
-	case LayoutTransposed:
-		perm = append(perm, cross...)
-		perm = append(perm, contractingAxes...)
-	case LayoutNonTransposed:
-		perm = append(perm, contractingAxes...)
-		perm = append(perm, cross...)
-	default:
+	perm, _, err := sidePermutation(rank, contractingAxes, batchAxes, layout)
+	if err != nil {
 		return false
 	}
 	for i, p := range perm {
@@ -429,5 +419,5 @@ func sideInOrder(rank int, contractingAxes, batchAxes []int, layout Layout) bool
 			return false
 		}
 	}
-	return len(perm) == rank
+	return true
 }

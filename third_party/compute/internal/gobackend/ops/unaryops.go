@@ -986,9 +986,9 @@ func execErf(backend *gobackend.Backend, node *gobackend.Node, inputs []*gobacke
 	}
 	switch input.RawShape.DType {
 	case dtypes.Float32:
-		execErfGeneric(backend, input.Flat.([]float32), output.Flat.([]float32))
+		inChunks(backend, input.Flat.([]float32), output.Flat.([]float32), execErfGeneric[float32]) // gallop: the chunking is inChunks'
 	case dtypes.Float64:
-		execErfGeneric(backend, input.Flat.([]float64), output.Flat.([]float64))
+		inChunks(backend, input.Flat.([]float64), output.Flat.([]float64), execErfGeneric[float64]) // gallop: the chunking is inChunks'
 	case dtypes.BFloat16:
 		execErfHalfPrecision(input.Flat.([]bfloat16.BFloat16), output.Flat.([]bfloat16.BFloat16))
 	case dtypes.Float16:
@@ -1001,28 +1001,9 @@ func execErf(backend *gobackend.Backend, node *gobackend.Node, inputs []*gobacke
 
 const unaryMinParallelizeChunk = 4096
 
-func execErfGeneric[T float32 | float64](backend *gobackend.Backend, inputs, outputs []T) {
-	lenInputs := len(inputs)
-	if backend.Workers.IsEnabled() && lenInputs > unaryMinParallelizeChunk {
-		// Parallelize operation into chunks.
-		var wg sync.WaitGroup
-		for ii := 0; ii < lenInputs; ii += unaryMinParallelizeChunk {
-			iiEnd := min(ii+unaryMinParallelizeChunk, lenInputs)
-			wg.Add(1)
-			backend.Workers.StartOrRun(func() { // gallop: was WaitToStart (see workerspool.StartOrRun)
-				for jj := ii; jj < iiEnd; jj++ {
-					outputs[jj] = T(math.Erf(float64(inputs[jj])))
-				}
-				wg.Done()
-			})
-		}
-		wg.Wait()
-
-	} else {
-		// Sequentially processing it.
-		for ii, input := range inputs {
-			outputs[ii] = T(math.Erf(float64(input)))
-		}
+func execErfGeneric[T float32 | float64](inputs, outputs []T) {
+	for ii, input := range inputs {
+		outputs[ii] = T(math.Erf(float64(input)))
 	}
 }
 
@@ -1091,25 +1072,22 @@ func execIsFiniteHalfPrecision[T gotype.HalfPrecision[T]](inputs []T, outputs []
 	}
 }
 
-// transcendentalChunk is how many elements inChunks gives each worker
-// (gallop).
-const transcendentalChunk = 4096
-
-// inChunks runs fn over inputs and outputs, split into chunks that the
-// backend's free workers run concurrently (the caller runs those no worker
-// is free for), for the elementwise functions whose cost per element is
-// high: exp, the logistic and tanh, a quarter of a recurrent model's
-// training step on the CPU, one element at a time each (gallop). Each
-// element's value is the same.
+// inChunks runs fn over inputs and outputs, split into chunks of
+// unaryMinParallelizeChunk elements that the backend's free workers run
+// concurrently (the caller runs those no worker is free for), for the
+// elementwise functions whose cost per element is high: erf, and (gallop)
+// exp, the logistic and tanh, a quarter of a recurrent model's training
+// step on the CPU. Each element's value is the same. (gallop: upstream's
+// execErfGeneric had this loop of its own.)
 func inChunks[T any](backend *gobackend.Backend, inputs, outputs []T, fn func(inputs, outputs []T)) {
 	n := len(inputs)
-	if backend == nil || !backend.Workers.IsEnabled() || n < 2*transcendentalChunk {
+	if backend == nil || !backend.Workers.IsEnabled() || n <= unaryMinParallelizeChunk {
 		fn(inputs, outputs)
 		return
 	}
 	var wg sync.WaitGroup
-	for start := 0; start < n; start += transcendentalChunk {
-		end := min(start+transcendentalChunk, n)
+	for start := 0; start < n; start += unaryMinParallelizeChunk {
+		end := min(start+unaryMinParallelizeChunk, n)
 		wg.Add(1)
 		backend.Workers.StartOrRun(func() {
 			defer wg.Done()
