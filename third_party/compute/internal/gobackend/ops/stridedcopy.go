@@ -2,8 +2,8 @@
 //
 // Added by gallop (see GALLOP.md at the module root): one copy kernel for
 // Slice and Transpose that moves contiguous runs with copy() and transposes
-// in cache-sized tiles, instead of computing every element's index with a
-// full-rank odometer.
+// in cache-sized tiles, and a row-wise ReduceSum, instead of computing
+// every element's index with a full-rank odometer.
 
 package ops
 
@@ -11,8 +11,8 @@ import "github.com/gomlx/compute/internal/gobackend"
 
 // stridedCopy fills dst, a row-major array of dimensions dims, with
 // dst[i0, ..., in] = src[base + Σ ik·strides[k]]. strides are element
-// strides into src, one per axis of dims (any order; non-negative,
-// values, 0 allowed). len(dst) must be the product of dims.
+// strides into src, one per axis of dims (in any order, non-negative, 0
+// allowed). len(dst) must be the product of dims.
 //
 // Axes of size 1 are dropped and neighbouring axes that are contiguous in
 // src too are merged. Then, if the innermost axis has stride 1, each
@@ -46,9 +46,11 @@ func stridedCopy[T any](dst, src []T, base int, dims, strides []int) {
 		dst[0] = src[base]
 		return
 	}
+	var dsBuf [16]int
+	ds := rowMajorStrides(d, dsBuf[:0]) // dst's strides
 	inner, innerStride := d[rank-1], s[rank-1]
 	if innerStride == 1 {
-		rows(dst, src, base, d[:rank-1], s[:rank-1], inner, func(o, i int) {
+		odometer(d[:rank-1], s[:rank-1], ds[:rank-1], base, func(o, i int) {
 			copy(dst[o:o+inner], src[i:i+inner])
 		})
 		return
@@ -62,7 +64,7 @@ func stridedCopy[T any](dst, src []T, base int, dims, strides []int) {
 		}
 	}
 	if j < 0 {
-		rows(dst, src, base, d[:rank-1], s[:rank-1], inner, func(o, i int) {
+		odometer(d[:rank-1], s[:rank-1], ds[:rank-1], base, func(o, i int) {
 			row := dst[o : o+inner]
 			for x := range row {
 				row[x] = src[i]
@@ -71,27 +73,17 @@ func stridedCopy[T any](dst, src []T, base int, dims, strides []int) {
 		})
 		return
 	}
-	// Axes other than j and the innermost form the outer odometer; the
-	// output stride of j is the product of the dims after it.
-	outStrideJ := 1
-	for k := j + 1; k < rank; k++ {
-		outStrideJ *= d[k]
-	}
+	// Axes other than j and the innermost form the outer odometer.
+	outStrideJ := ds[j]
 	var od, osr, ods [16]int
 	outerDims, outerSrc, outerDst := od[:0], osr[:0], ods[:0]
-	outStride := 1
-	dstStrides := make([]int, rank)
-	for k := rank - 1; k >= 0; k-- {
-		dstStrides[k] = outStride
-		outStride *= d[k]
-	}
 	for k := 0; k < rank-1; k++ {
 		if k == j {
 			continue
 		}
 		outerDims = append(outerDims, d[k])
 		outerSrc = append(outerSrc, s[k])
-		outerDst = append(outerDst, dstStrides[k])
+		outerDst = append(outerDst, ds[k])
 	}
 	nj := d[j]
 	const tile = 16
@@ -113,22 +105,16 @@ func stridedCopy[T any](dst, src []T, base int, dims, strides []int) {
 	})
 }
 
-// rows calls fn(dstOffset, srcOffset) for every innermost row of length
-// inner, the outer axes outer (with src strides outerStrides) in
-// row-major order.
-func rows[T any](dst, src []T, base int, outer, outerStrides []int, inner int, fn func(o, i int)) {
-	var ds [16]int
-	dstStrides := ds[:0]
-	if len(outer) > len(ds) {
-		dstStrides = make([]int, 0, len(outer))
+// rowMajorStrides appends to buf the element strides of a row-major array
+// of dimensions dims and returns them.
+func rowMajorStrides(dims, buf []int) []int {
+	strides := append(buf[:0], dims...)
+	st := 1
+	for k := len(dims) - 1; k >= 0; k-- {
+		strides[k] = st
+		st *= dims[k]
 	}
-	dstStrides = dstStrides[:len(outer)]
-	st := inner
-	for k := len(outer) - 1; k >= 0; k-- {
-		dstStrides[k] = st
-		st *= outer[k]
-	}
-	odometer(outer, outerStrides, dstStrides, base, fn)
+	return strides
 }
 
 // odometer calls fn(dstOffset, srcOffset) for every index of dims in
@@ -209,16 +195,7 @@ func reduceSumRows[T gobackend.PODNumericConstraints](dst, src []T, dims, dstStr
 		return
 	}
 	var ss [16]int
-	srcStrides := ss[:0]
-	if rank > len(ss) {
-		srcStrides = make([]int, 0, rank)
-	}
-	srcStrides = srcStrides[:rank]
-	st := 1
-	for k := rank - 1; k >= 0; k-- {
-		srcStrides[k] = st
-		st *= d[k]
-	}
+	srcStrides := rowMajorStrides(d, ss[:0])
 	inner := d[rank-1]
 	if s[rank-1] == 0 {
 		odometer(d[:rank-1], srcStrides[:rank-1], s[:rank-1], 0, func(o, i int) {
