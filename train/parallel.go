@@ -32,7 +32,15 @@ type Parallel struct {
 	window int
 	execN  map[int]*Exec // StepN, by number of steps
 	seq    *Exec         // StepSeq
+	// With gradient accumulation (Stepper.WithAccumulation), of rows and
+	// of sequences (see Parallel.Step).
+	accRows, accSeq accExecs
 }
+
+// accExecs are the graphs of an accumulated data-parallel step: a
+// micro-batch that only accumulates, and the step's last one, which also
+// all-reduces the sums and updates.
+type accExecs struct{ micro, last *Exec }
 
 // Strategy is how Parallel splits the step over the devices.
 type Strategy string
@@ -160,9 +168,6 @@ func newParallel(s *Stepper, st *State, n int, o ParallelOptions) (*Parallel, er
 	if got := s.backend.NumDevices(); got < n {
 		return nil, fmt.Errorf("train: data parallel over %d devices, but the backend has %d", n, got)
 	}
-	if s.accum != 1 {
-		return nil, fmt.Errorf("train: data parallel with gradient accumulation is not supported yet")
-	}
 	mesh, err := distributed.NewDeviceMesh([]int{n}, []string{"data"})
 	if err != nil {
 		return nil, err
@@ -187,6 +192,21 @@ func newParallel(s *Stepper, st *State, n int, o ParallelOptions) (*Parallel, er
 		if r.Amp, err = st.Amp.OnDeviceClone(s.backend, deviceNum(d)); err != nil {
 			return nil, err
 		}
+		// Each device sums its own micro-batches' gradients (zero between
+		// steps, when checkpoints are taken).
+		for _, t := range st.Acc {
+			c, err := t.OnDeviceClone(s.backend, deviceNum(d))
+			if err != nil {
+				return nil, fmt.Errorf("train: gradient sums to device %d: %w", d, err)
+			}
+			r.Acc = append(r.Acc, c)
+		}
+		if st.AccOK != nil {
+			if r.AccOK, err = st.AccOK.OnDeviceClone(s.backend, deviceNum(d)); err != nil {
+				return nil, err
+			}
+		}
+		r.Micro = st.Micro
 		p.reps = append(p.reps, r)
 	}
 	return p, nil
@@ -316,11 +336,121 @@ func (s *Stepper) replicasGraph(window, n int, o ParallelOptions) func(in []*Nod
 	}
 }
 
+// microBody computes one device's share of a micro-batch of an
+// accumulated data-parallel step from the master weights ps, amp, the
+// normalisation and the device's inputs: the gradients of the device's
+// part of the loss, and the micro-batch's loss and finiteness as every
+// device agrees on them (see agree).
+type microBody func(ps []*Node, amp, mean, std *Node, inputs []*Node) (loss *Node, grads []*Node, lossOK, gradsOK, gnorm, perParam *Node)
+
+// rowsMicro is the microBody of fixed windows: inputs are the dataset's
+// features and labels and the device's rows; each device's loss is the
+// mean over its rows, and the micro-batch's the mean over the devices.
+func (s *Stepper) rowsMicro(window, n int) microBody {
+	return func(ps []*Node, amp, mean, std *Node, in []*Node) (*Node, []*Node, *Node, *Node, *Node, *Node) {
+		x, y := gatherWindows(in[0], in[1], in[2], window)
+		loss, grads, lossOK, gradsOK, gnorm, perParam := s.forwardBackward(ps, amp, mean, std, x, y)
+		sums, lossOK, gradsOK, perParam := agree(n, []*Node{loss}, lossOK, gradsOK, perParam)
+		if n > 1 {
+			loss = MulScalar(sums[0], 1/float32(n))
+		}
+		return loss, grads, lossOK, gradsOK, gnorm, perParam
+	}
+}
+
+// seqMicro is the microBody of sequence batches: inputs are the device's
+// x, segments and labels and the labelled positions of the whole step
+// (every micro-batch on every device), by which each device divides its
+// summed loss, so that the gradients' sum over devices and micro-batches
+// is the gradient of the step's mean loss; the micro-batch's loss is the
+// mean over its labelled positions on all the devices.
+func (s *Stepper) seqMicro(n int) microBody {
+	return func(ps []*Node, amp, mean, std *Node, in []*Node) (*Node, []*Node, *Node, *Node, *Node, *Node) {
+		sm, _ := s.seqModel()
+		x, seg, y, labelled := in[0], in[1], in[2], in[3]
+		one := ScalarOne(x.Graph(), dtypes.Float32)
+		denom := Max(labelled, one)
+		part, grads, lossOK, gradsOK, gnorm, perParam := s.backward(ps, amp, func(cps []*Node, cmean, cstd, cx *Node) *Node {
+			return Div(maskedNLL(ConvertDType(sm.ForwardSeq(cps, cmean, cstd, cx, seg), dtypes.Float32), y), denom)
+		}, mean, std, x)
+		sums, lossOK, gradsOK, perParam := agree(n, []*Node{Mul(part, denom), labelledCount(y)}, lossOK, gradsOK, perParam)
+		return Div(sums[0], Max(sums[1], one)), grads, lossOK, gradsOK, gnorm, perParam
+	}
+}
+
+// accumulateMicroGraph is a micro-batch of an accumulated data-parallel
+// step that only accumulates: body's gradients are added to the device's
+// own sums, and nothing but body's agreement crosses the devices. Inputs:
+// params, acc (n each), accOK, amp, mean, std, then body's inputs.
+// Outputs as accumulateGraph.
+func (s *Stepper) accumulateMicroGraph(body microBody) func(in []*Node) []*Node {
+	return func(in []*Node) []*Node {
+		np := s.nParams
+		ps, acc := in[:np], in[np:2*np]
+		accOK, amp, mean, std := in[2*np], in[2*np+1], in[2*np+2], in[2*np+3]
+		loss, grads, lossOK, gradsOK, gnorm, perParam := body(ps, amp, mean, std, in[2*np+4:])
+		return s.accumulateTail(acc, accOK, grads, loss, lossOK, gradsOK, gnorm, perParam)
+	}
+}
+
+// accumulateLastGraph is the last micro-batch of an accumulated
+// data-parallel step: accumulateMicroGraph's, then the sums all-reduced
+// over the n devices as o says and multiplied by scale, and the update.
+// Inputs: params, m, v, hyper, amp, acc (n each), accOK, mean, std, then
+// body's inputs. Outputs: rowsGraph's (the loss, finite and
+// per-parameter flags the micro-batch's, the grad norm the update's),
+// then the zeroed sums and accOK reset.
+func (s *Stepper) accumulateLastGraph(body microBody, n int, o ParallelOptions, scale float32) func(in []*Node) []*Node {
+	return func(in []*Node) []*Node {
+		np := s.nParams
+		ps, ms, vs := in[:np], in[np:2*np], in[2*np:3*np]
+		hyper, amp, acc, accOK := in[3*np], in[3*np+1], in[3*np+2:4*np+2], in[4*np+2]
+		mean, std := in[4*np+3], in[4*np+4]
+		loss, grads, lossOK, gradsOK, gnorm, perParam := body(ps, amp, mean, std, in[4*np+5:])
+		t := s.accumulateTail(acc, accOK, grads, loss, lossOK, gradsOK, gnorm, perParam)
+		_, grads = allReduce(nil, t[:np], n, o, scale)
+		ok := GreaterOrEqual(t[np], ScalarOne(hyper.Graph(), dtypes.Float32))
+		_, gnorm, _ = gradStats(grads)
+		nps, nms, nvs, namp := s.update(ps, ms, vs, grads, gnorm, hyper, amp, ok)
+		outs := append(append(append(make([]*Node, 0, 4*np+7), nps...), nms...), nvs...)
+		outs = append(outs, namp, loss, gnorm, t[np+3], t[np+4], ConvertDType(LogicalNot(ok), dtypes.Float32))
+		for i := range acc {
+			outs = append(outs, ZerosLike(acc[i]))
+		}
+		return append(outs, OnesLike(accOK))
+	}
+}
+
+// agree all-reduces, in one small collective, sums (float32 scalars) to
+// their sums over the n devices and a micro-batch's finiteness flags to
+// whether they hold on every device, so that every replica sees the same
+// and takes the same decisions; n == 1 returns them as they are.
+func agree(n int, sums []*Node, lossOK, gradsOK, perParam *Node) ([]*Node, *Node, *Node, *Node) {
+	if n == 1 {
+		return sums, lossOK, gradsOK, perParam
+	}
+	g, f32 := perParam.Graph(), dtypes.Float32
+	parts := make([]*Node, 0, len(sums)+3)
+	for _, x := range sums {
+		parts = append(parts, Reshape(x, 1))
+	}
+	parts = append(parts, Reshape(ConvertDType(lossOK, f32), 1), Reshape(ConvertDType(gradsOK, f32), 1), perParam)
+	v := g.Distributed().AllReduceOne(Concatenate(parts, 0), compute.ReduceOpSum)
+	out := make([]*Node, len(sums))
+	for i := range out {
+		out[i] = Reshape(Slice(v, AxisElem(i)))
+	}
+	all := func(x *Node) *Node { return GreaterOrEqual(x, Const(g, float32(n)-0.5)) }
+	k := len(sums)
+	return out, all(Reshape(Slice(v, AxisElem(k)))), all(Reshape(Slice(v, AxisElem(k+1)))),
+		ConvertDType(all(Slice(v, AxisRange(k+2))), f32)
+}
+
 // allReduce sums the loss and the gradients over n devices and multiplies
 // the sums by scale (1/n: the mean), the gradients carried in o.Reduce and
 // grouped into buckets of o.BucketBytes (the loss travels with the first
-// bucket, in float32). Every device gets the same sums, so every replica
-// takes the same decisions (skip, clip).
+// bucket, in float32; a nil loss is none). Every device gets the same
+// sums, so every replica takes the same decisions (skip, clip).
 func allReduce(loss *Node, grads []*Node, n int, o ParallelOptions, scale float32) (*Node, []*Node) {
 	var mean *Node
 	out := make([]*Node, len(grads))
@@ -329,7 +459,7 @@ func allReduce(loss *Node, grads []*Node, n int, o ParallelOptions, scale float3
 		for _, i := range b {
 			ops = append(ops, ConvertDType(grads[i], o.Reduce))
 		}
-		if bi == 0 {
+		if bi == 0 && loss != nil {
 			ops = append(ops, loss)
 		}
 		if n > 1 {
@@ -338,7 +468,7 @@ func allReduce(loss *Node, grads []*Node, n int, o ParallelOptions, scale float3
 		for j, i := range b {
 			out[i] = MulScalar(ConvertDType(ops[j], dtypes.Float32), scale)
 		}
-		if bi == 0 {
+		if bi == 0 && loss != nil {
 			mean = MulScalar(ops[len(b)], scale)
 		}
 	}
@@ -449,10 +579,98 @@ func (p *Parallel) Devices() int { return p.n }
 // Step runs one data-parallel step. rows[d] holds device d's share of the
 // batch's global rows (int32 [B/n]). The returned StepOut is device 0's
 // (the loss and flags are the global batch's, identical on every device).
+//
+// With gradient accumulation over k micro-batches (the Stepper's
+// WithAccumulation), k calls make one update, as Stepper.StepRows: each
+// device adds its rows' gradients to its own sums, and only the k-th call
+// all-reduces them (in ParallelOptions' buckets and dtype) and applies the
+// mean of the k·n micro-batch gradients, PyTorch DDP's no_sync, so the
+// gradients cross the devices once per update rather than once per
+// micro-batch. A micro-batch's loss and finiteness flags (a few floats)
+// are all-reduced at every call, so StepOut.Loss is the global
+// micro-batch's mean and every replica takes the same skip decision; its
+// GradNorm is device 0's own micro-batch gradient's norm, except in the
+// k-th call, where it is the norm of the averaged gradient that was
+// applied. Accumulation uses these explicit per-device graphs whatever
+// the Strategy: XLA's partitioner would all-reduce every micro-batch.
 func (p *Parallel) Step(lr float64, mean, std []*tensors.Tensor, rows []*tensors.Tensor) (StepOut, error) {
-	return p.step(p.exec, "step", lr, func(d int) []any {
+	tail := func(d int) []any {
 		return []any{mean[d], std[d], p.data[d].Features, p.data[d].Labels, rows[d]}
+	}
+	if s := p.s; s.accum > 1 {
+		return p.accumulate(lr, &p.accRows, "rows", func() (microBody, float32) {
+			return s.rowsMicro(p.window, p.n), 1 / float32(p.n*s.accum)
+		}, tail)
+	}
+	return p.step(p.exec, "step", lr, tail)
+}
+
+// accumulate runs one micro-batch of an accumulated data-parallel step
+// (see Step) with e's graphs, compiled on first use from body (the
+// micro-batch and the scale of the summed gradients); device d's inputs
+// after its state are tail(d).
+func (p *Parallel) accumulate(lr float64, e *accExecs, name string, body func() (microBody, float32), tail func(d int) []any) (StepOut, error) {
+	s, np, st0 := p.s, p.s.nParams, p.reps[0]
+	start := time.Now()
+	if e.micro == nil {
+		b, scale := body()
+		e.micro = MustNewExec(s.backend, s.accumulateMicroGraph(b)).WithName("accumulate_" + name + "_replicas").SPMD(p.mesh)
+		e.last = MustNewExec(s.backend, s.accumulateLastGraph(b, p.n, p.o, scale)).WithName("accumulate_apply_" + name + "_replicas").SPMD(p.mesh)
+	}
+	if st0.Micro+1 < s.accum {
+		var args []any
+		for d, st := range p.reps {
+			for _, t := range st.Params {
+				args = append(args, t)
+			}
+			var err error
+			if args, err = s.donateOn(args, st.Step, deviceNum(d), append(slices.Clone(st.Acc), st.AccOK)...); err != nil {
+				return StepOut{}, err
+			}
+			args = append(append(args, st.Amp), tail(d)...)
+		}
+		outs, err := e.micro.Call(args...)
+		if err != nil {
+			return StepOut{}, fmt.Errorf("train: data-parallel step %d micro-batch %d: %w", st0.Step, st0.Micro, err)
+		}
+		nout := len(outs) / p.n
+		var out StepOut
+		for d, st := range p.reps {
+			o := outs[d*nout : (d+1)*nout]
+			copy(st.Acc, o[:np])
+			st.AccOK = o[np]
+			if d == 0 {
+				out = StepOut{Step: st.Step, LR: lr, Start: start, Loss: o[np+1], GradNorm: o[np+2], Finite: o[np+3], ParamFinite: o[np+4]}
+			}
+			st.Micro++
+		}
+		return out, nil
+	}
+	var derr error
+	outs, err := p.call(e.last, func(st *State) *tensors.Tensor { return s.hyper(st, lr) }, func(d int) []any {
+		st := p.reps[d]
+		args, err := s.donateOn(nil, st.Step, deviceNum(d), append(slices.Clone(st.Acc), st.AccOK)...)
+		if err != nil {
+			derr = err
+		}
+		return append(args, tail(d)...)
 	})
+	if derr != nil {
+		return StepOut{}, derr
+	}
+	if err != nil {
+		return StepOut{}, fmt.Errorf("train: data-parallel step %d, last micro-batch: %w", st0.Step, err)
+	}
+	var out StepOut
+	for d, st := range p.reps {
+		o := outs[d]
+		if u := s.unpack(st, o, lr, start); d == 0 {
+			out = u
+		}
+		copy(st.Acc, o[3*np+6:4*np+6])
+		st.AccOK, st.Micro = o[4*np+6], 0
+	}
+	return out, nil
 }
 
 // step runs one step of exec at learning rate lr, device d's inputs after
@@ -479,23 +697,57 @@ func (p *Parallel) step(exec *Exec, what string, lr float64, tail func(d int) []
 // those batches stacked along the rows (however unevenly they are split);
 // the returned StepOut is device 0's.
 func (p *Parallel) StepSeq(lr float64, mean, std, x, seg, y []*tensors.Tensor) (StepOut, error) {
-	for _, a := range [][]*tensors.Tensor{mean, std, x, seg, y} {
-		if len(a) != p.n {
-			return StepOut{}, fmt.Errorf("train: data-parallel sequence step over %d devices given %d tensors for one of its inputs", p.n, len(a))
-		}
+	if err := p.checkSeq(x, seg, y, mean, std); err != nil {
+		return StepOut{}, err
 	}
-	for d := 1; d < p.n; d++ {
-		for i, a := range [][]*tensors.Tensor{x, seg, y} {
-			if !a[d].Shape().Equal(a[0].Shape()) {
-				return StepOut{}, fmt.Errorf("train: data-parallel sequence step %d: device %d's %s is %s, device 0's %s: every rank's batch must have one shape (set the sampler's PadMultiple to Len)",
-					p.reps[0].Step, d, []string{"x", "segments", "labels"}[i], a[d].Shape(), a[0].Shape())
-			}
-		}
+	if p.s.accum > 1 {
+		return StepOut{}, fmt.Errorf("train: StepSeq with gradient accumulation over %d micro-batches: use StepSeqMicro or SeqRunner.Accumulate, which weigh the micro-batches by their labelled positions", p.s.accum)
 	}
 	if p.seq == nil {
 		p.seq = p.compileSeq()
 	}
 	return p.step(p.seq, "sequence step", lr, func(d int) []any {
 		return []any{mean[d], std[d], x[d], seg[d], y[d]}
+	})
+}
+
+// checkSeq refuses a sequence step's inputs unless there is one of each
+// per device and every device's x, seg and y have device 0's shapes.
+func (p *Parallel) checkSeq(x, seg, y, mean, std []*tensors.Tensor) error {
+	for _, a := range [][]*tensors.Tensor{mean, std, x, seg, y} {
+		if len(a) != p.n {
+			return fmt.Errorf("train: data-parallel sequence step over %d devices given %d tensors for one of its inputs", p.n, len(a))
+		}
+	}
+	for d := 1; d < p.n; d++ {
+		for i, a := range [][]*tensors.Tensor{x, seg, y} {
+			if !a[d].Shape().Equal(a[0].Shape()) {
+				return fmt.Errorf("train: data-parallel sequence step %d: device %d's %s is %s, device 0's %s: every rank's batch must have one shape (set the sampler's PadMultiple to Len)",
+					p.reps[0].Step, d, []string{"x", "segments", "labels"}[i], a[d].Shape(), a[0].Shape())
+			}
+		}
+	}
+	return nil
+}
+
+// StepSeqMicro runs one micro-batch of an accumulated data-parallel step
+// on sequence batches (device d on rank d's x[d], seg[d], y[d], as
+// StepSeq), as Stepper.StepSeqMicro does on one device: labelled is the
+// number of labelled positions of the whole step, every micro-batch on
+// every device. Each device sums its own gradients, and the k-th call
+// all-reduces them and updates (see Step), so the update follows the mean
+// loss over all the step's labelled positions; each StepOut's loss is its
+// micro-batch's mean over the positions of all the devices.
+func (p *Parallel) StepSeqMicro(lr float64, mean, std, x, seg, y []*tensors.Tensor, labelled int) (StepOut, error) {
+	if err := p.checkSeq(x, seg, y, mean, std); err != nil {
+		return StepOut{}, err
+	}
+	s := p.s
+	if s.accum == 1 {
+		return StepOut{}, fmt.Errorf("train: StepSeqMicro without gradient accumulation (use StepSeq)")
+	}
+	lt := tensors.FromScalar(float32(labelled))
+	return p.accumulate(lr, &p.accSeq, "seq", func() (microBody, float32) { return s.seqMicro(p.n), 1 }, func(d int) []any {
+		return []any{mean[d], std[d], x[d], seg[d], y[d], lt}
 	})
 }

@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"math"
+	"os"
 	"reflect"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/gallop-dev/gallop/batch"
+	"github.com/gallop-dev/gallop/device"
 	"github.com/gallop-dev/gallop/internal/gocpu"
 )
 
@@ -178,6 +181,133 @@ func TestReplicasStepsChained(t *testing.T) {
 					t.Fatalf("state tensor %d[%d]: StepRowsN %v, chained replicas %v", i, j, a[j], b[j])
 				}
 			}
+		}
+	}
+}
+
+// TestReplicasAccumulationOnOneDevice: an accumulated data-parallel step
+// (Parallel.Step with WithAccumulation, its graphs built for one device,
+// no collective) trains bit for bit as StepRows accumulating on one
+// device: the same losses for every micro-batch, the same state after
+// each update, and the sums back at zero.
+func TestReplicasAccumulationOnOneDevice(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gocpu.New()
+	const k, updates = 3, 2
+	lrs := []float64{1e-3, 2e-3}
+	ref := NewStepper(be, f.m, DefaultOptimizer()).WithAccumulation(k)
+	sr := ref.NewState(5)
+	data, rows := f.rowBatches(t, ref, 200, k*updates, 16)
+	var want []float32
+	var applied []bool
+	for i := range k * updates {
+		o, err := ref.StepRows(sr, lrs[i/k], f.mean, f.std, data, rows[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, applied = append(want, o.Value(o.Loss)), append(applied, o.Applied)
+	}
+	for _, bucket := range []int64{0, 4096} {
+		s := NewStepper(be, f.m, DefaultOptimizer()).WithAccumulation(k)
+		st := s.NewState(5)
+		s.fillAux(st)
+		o := ParallelOptions{Strategy: Replicas, Reduce: dtypes.Float32, BucketBytes: bucket}
+		p := &Parallel{s: s, n: 1, o: o, reps: []*State{st}, data: []*DeviceData{data}, window: f.w.W,
+			accRows: accExecs{micro: MustNewExec(be, s.accumulateMicroGraph(s.rowsMicro(f.w.W, 1))),
+				last: MustNewExec(be, s.accumulateLastGraph(s.rowsMicro(f.w.W, 1), 1, o, 1/float32(k)))}}
+		for i := range k * updates {
+			out, err := p.Step(lrs[i/k], []*tensors.Tensor{f.mean}, []*tensors.Tensor{f.std}, []*tensors.Tensor{rows[i]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := out.Value(out.Loss); got != want[i] || out.Applied != applied[i] {
+				t.Errorf("bucket %d, micro-batch %d: loss %v applied %v, StepRows %v applied %v", bucket, i, got, out.Applied, want[i], applied[i])
+			}
+			if out.Applied && out.Value(out.Skipped) != 0 {
+				t.Errorf("bucket %d, micro-batch %d: update skipped", bucket, i)
+			}
+		}
+		if st.Step != updates || st.Micro != 0 {
+			t.Fatalf("bucket %d: state at step %d micro-batch %d, want %d and 0", bucket, st.Step, st.Micro, updates)
+		}
+		for _, g := range [][2][]*tensors.Tensor{{sr.Params, st.Params}, {sr.M, st.M}, {sr.V, st.V}} {
+			for i := range g[0] {
+				a, b := tensors.MustCopyFlatData[float32](g[0][i]), tensors.MustCopyFlatData[float32](g[1][i])
+				for j := range a {
+					if a[j] != b[j] {
+						t.Fatalf("bucket %d: state tensor %d[%d]: StepRows %v, accumulated replicas %v", bucket, i, j, a[j], b[j])
+					}
+				}
+			}
+		}
+		for i, a := range st.Acc {
+			for _, v := range tensors.MustCopyFlatData[float32](a) {
+				if v != 0 {
+					t.Fatalf("bucket %d: gradient sum %d not reset after the update", bucket, i)
+				}
+			}
+		}
+	}
+}
+
+// TestParallelAccumulationEqualsOneDevice runs on the devices named by
+// $GALLOP_TEST_DEVICES (e.g. "gpu:0,1"; skipped when unset, as GoMLX's Go
+// backend has one device): an accumulated data-parallel step, each device
+// summing its own micro-batches' gradients and all-reducing them once per
+// update, trains like one device accumulating the same global
+// micro-batches, under either strategy.
+func TestParallelAccumulationEqualsOneDevice(t *testing.T) {
+	name := os.Getenv("GALLOP_TEST_DEVICES")
+	if name == "" {
+		t.Skip("set GALLOP_TEST_DEVICES=gpu:0,1 to run on several devices")
+	}
+	spec, err := device.Parse(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, _, err := device.Open(spec, device.Options{NoTF32: true}) // see TestSeqParallelEqualsStacked
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(spec.IDs)
+	f := newFixture(t)
+	const k, updates, B = 3, 4, 32 // B global rows per micro-batch
+	opt := Optimizer{Name: "sgd", Momentum: 0.9, ClipNorm: 1}
+	ref := NewStepper(be, f.m, opt).WithAccumulation(k)
+	sr := ref.NewState(3)
+	data, rows := f.rowBatches(t, ref, 100, k*updates, B)
+	var want []float32
+	for i := range k * updates {
+		o, err := ref.StepRows(sr, 0.05, f.mean, f.std, data, rows[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, o.Value(o.Loss))
+	}
+	norm := batch.Normalizer{Mean: tensors.MustCopyFlatData[float32](f.mean), Std: tensors.MustCopyFlatData[float32](f.std)}
+	for _, strat := range []Strategy{Sharding, Replicas} {
+		s := NewStepper(be, f.m, opt).WithAccumulation(k)
+		st := s.NewState(3)
+		r, err := NewRunner(s, st, f.w, norm, n, ParallelOptions{Strategy: strat, BucketBytes: 1024})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range k * updates {
+			o, err := r.Step(st, 0.05, rows[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := o.Value(o.Loss); math.Abs(float64(got-want[i])) > 1e-5*math.Abs(float64(want[i])) || o.Applied != ((i+1)%k == 0) {
+				t.Errorf("%s, micro-batch %d: loss %v applied %v, one device %v", strat, i, got, o.Applied, want[i])
+			}
+		}
+		if st.Step != updates {
+			t.Fatalf("%s: %d updates, want %d", strat, st.Step, updates)
+		}
+		if d := maxParamDiff(sr, st); d > 1e-5 {
+			t.Errorf("%s: parameters after %d updates differ from one device's by up to %g", strat, updates, d)
+		} else {
+			t.Logf("%s on %d devices: losses within 1e-5 relative, parameters within %.1e of one device's", strat, n, d)
 		}
 	}
 }

@@ -242,31 +242,44 @@ func (r *SeqRunner) inputs(d int, b *batch.SeqBatch) {
 	r.y[d] = tensors.FromFlatDataAndDimensions(b.Labels, b.B, b.T)
 }
 
-// Accumulate runs one optimizer step of st at learning rate lr over the
-// micro-batches micro, as many as the Stepper's accumulation
-// (WithAccumulation), on one device: their gradients are summed on the
-// device, and the update follows the gradient of the mean loss over the
-// labelled positions of all of them, every position weighted equally
-// however the micro-batches split them (their counts,
-// batch.BatchStats.Labelled, are known before the first one runs; a mean
-// of the micro-batches' means would not be). It returns one StepOut per
-// micro-batch, each with its micro-batch's own mean loss, the last the
-// update's (Applied); the slice is reused by the next call.
+// Accumulate runs one optimizer step of st at learning rate lr over k
+// micro-batches, k the Stepper's accumulation (WithAccumulation), each
+// one batch per device: micro[i*n+d] is micro-batch i of rank d (n the
+// devices). The gradients are summed on each device (and all-reduced
+// once, after the last micro-batch, on several), and the update follows
+// the gradient of the mean loss over the labelled positions of all of
+// them, every position weighted equally however the micro-batches and
+// ranks split them (their counts, batch.BatchStats.Labelled, are known
+// before the first one runs; a mean of the micro-batches' means would not
+// be). It returns one StepOut per micro-batch, each with its micro-batch's
+// own mean loss (over all the devices), the last the update's (Applied);
+// the slice is reused by the next call.
 func (r *SeqRunner) Accumulate(st *State, lr float64, micro []*batch.SeqBatch) ([]StepOut, error) {
-	if r.n != 1 {
-		return nil, fmt.Errorf("train: gradient accumulation over sequences on %d devices is not supported yet", r.n)
+	k := r.s.accum
+	if len(micro) != k*r.n || st.Micro != 0 {
+		return nil, fmt.Errorf("train: Accumulate given %d batches at micro-batch %d of a step, want %d (%d micro-batches × %d devices) from its start", len(micro), st.Micro, k*r.n, k, r.n)
 	}
-	if len(micro) != r.s.accum || st.Micro != 0 {
-		return nil, fmt.Errorf("train: Accumulate given %d micro-batches at micro-batch %d of a step, want %d from its start", len(micro), st.Micro, r.s.accum)
+	if r.p != nil {
+		if err := checkReplica(st, r.st, "SeqRunner"); err != nil {
+			return nil, err
+		}
 	}
 	labelled := 0
 	for _, b := range micro {
 		labelled += b.Stats.Labelled
 	}
 	r.outs = r.outs[:0]
-	for _, b := range micro {
-		r.inputs(0, b)
-		o, err := r.s.StepSeqMicro(st, lr, r.mean[0], r.std[0], r.x[0], r.seg[0], r.y[0], labelled)
+	for i := range k {
+		for d := range r.n {
+			r.inputs(d, micro[i*r.n+d])
+		}
+		var o StepOut
+		var err error
+		if r.p == nil {
+			o, err = r.s.StepSeqMicro(st, lr, r.mean[0], r.std[0], r.x[0], r.seg[0], r.y[0], labelled)
+		} else {
+			o, err = r.p.StepSeqMicro(lr, r.mean, r.std, r.x, r.seg, r.y, labelled)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -313,3 +313,124 @@ func TestSeqAccumulateEqualsOneBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestSeqReplicasAccumulationOnOneDevice: an accumulated data-parallel
+// sequence step (Parallel.StepSeqMicro, its graphs built for one device,
+// no collective) trains bit for bit as SeqRunner.Accumulate on one device.
+func TestSeqReplicasAccumulationOnOneDevice(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gocpu.New()
+	m, _ := model.NewGRU(4, feature.Count, 8, 3)
+	norm := batch.Normalizer{Mean: tensors.MustCopyFlatData[float32](f.mean), Std: tensors.MustCopyFlatData[float32](f.std)}
+	const k, updates = 2, 3
+	for _, layout := range []batch.Layout{batch.Padded, batch.Packed} {
+		micro := f.seqSteps(t, layout, k, 6, updates) // an update's k micro-batches
+		ref := NewStepper(be, m, DefaultOptimizer()).WithAccumulation(k)
+		sr := ref.NewState(3)
+		rr, err := NewSeqRunner(ref, sr, norm, 1, ParallelOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewStepper(be, m, DefaultOptimizer()).WithAccumulation(k)
+		st := s.NewState(3)
+		s.fillAux(st)
+		o := ParallelOptions{Strategy: Replicas, Reduce: dtypes.Float32}
+		p := &Parallel{s: s, n: 1, o: o, reps: []*State{st},
+			accSeq: accExecs{micro: MustNewExec(be, s.accumulateMicroGraph(s.seqMicro(1))),
+				last: MustNewExec(be, s.accumulateLastGraph(s.seqMicro(1), 1, o, 1))}}
+		for u := range updates {
+			want, err := rr.Accumulate(sr, 0.01, micro[u])
+			if err != nil {
+				t.Fatal(err)
+			}
+			labelled := micro[u][0].Stats.Labelled + micro[u][1].Stats.Labelled
+			for i, b := range micro[u] {
+				x, seg, y := stack([]*batch.SeqBatch{b})
+				got, err := p.StepSeqMicro(0.01, []*tensors.Tensor{f.mean}, []*tensors.Tensor{f.std}, []*tensors.Tensor{x}, []*tensors.Tensor{seg}, []*tensors.Tensor{y}, labelled)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if a, b := got.Value(got.Loss), want[i].Value(want[i].Loss); a != b || got.Applied != want[i].Applied {
+					t.Errorf("%s update %d micro-batch %d: loss %v applied %v, SeqRunner.Accumulate %v applied %v", layout, u, i, a, got.Applied, b, want[i].Applied)
+				}
+			}
+		}
+		if st.Step != updates || st.Micro != 0 {
+			t.Fatalf("%s: state at step %d micro-batch %d, want %d and 0", layout, st.Step, st.Micro, updates)
+		}
+		if d := maxParamDiff(sr, st); d != 0 {
+			t.Errorf("%s: parameters differ from SeqRunner.Accumulate's by up to %g", layout, d)
+		}
+	}
+}
+
+// TestSeqParallelAccumulationEqualsStacked runs on the devices named by
+// $GALLOP_TEST_DEVICES (skipped when unset): an accumulated data-parallel
+// sequence step (SeqRunner.Accumulate on n devices: each sums its own
+// micro-batches' gradients, one all-reduce per update) trains like one
+// device accumulating the ranks' batches stacked, every labelled position
+// weighted equally.
+func TestSeqParallelAccumulationEqualsStacked(t *testing.T) {
+	name := os.Getenv("GALLOP_TEST_DEVICES")
+	if name == "" {
+		t.Skip("set GALLOP_TEST_DEVICES=gpu:0,1 to run on several devices")
+	}
+	spec, err := device.Parse(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, _, err := device.Open(spec, device.Options{NoTF32: true}) // see TestSeqParallelEqualsStacked
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(spec.IDs)
+	f := newFixture(t)
+	norm := batch.Normalizer{Mean: tensors.MustCopyFlatData[float32](f.mean), Std: tensors.MustCopyFlatData[float32](f.std)}
+	opt := Optimizer{Name: "sgd", Momentum: 0.9, ClipNorm: 1}
+	const k, updates = 2, 3
+	m, _ := model.NewGRU(4, feature.Count, 16, 3)
+	for _, layout := range []batch.Layout{batch.Padded, batch.Packed} {
+		batches := f.seqSteps(t, layout, n, 8, k*updates) // [micro-batch][rank]
+		ref := NewStepper(be, m, opt).WithAccumulation(k)
+		sr := ref.NewState(3)
+		s := NewStepper(be, m, opt).WithAccumulation(k)
+		st := s.NewState(3)
+		r, err := NewSeqRunner(s, st, norm, n, ParallelOptions{Strategy: Replicas, BucketBytes: 1024})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for u := range updates {
+			labelled := 0
+			var flat []*batch.SeqBatch
+			for i := range k {
+				for _, b := range batches[u*k+i] {
+					labelled += b.Stats.Labelled
+					flat = append(flat, b)
+				}
+			}
+			var want []float32
+			for i := range k {
+				x, seg, y := stack(batches[u*k+i])
+				o, err := ref.StepSeqMicro(sr, 0.05, f.mean, f.std, x, seg, y, labelled)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, o.Value(o.Loss))
+			}
+			outs, err := r.Accumulate(st, 0.05, flat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, o := range outs {
+				if got := o.Value(o.Loss); math.Abs(float64(got-want[i])) > 1e-5*math.Abs(float64(want[i])) {
+					t.Errorf("%s update %d micro-batch %d: loss %v, one device %v", layout, u, i, got, want[i])
+				}
+			}
+		}
+		if d := maxParamDiff(sr, st); d > 1e-5 {
+			t.Errorf("%s: parameters after %d updates differ from one device's by up to %g", layout, updates, d)
+		} else {
+			t.Logf("%s on %d devices: losses within 1e-5 relative, parameters within %.1e of one device's", layout, n, d)
+		}
+	}
+}

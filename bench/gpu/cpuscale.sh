@@ -4,6 +4,10 @@
 # package's benchmark binaries:
 #   GOEXPERIMENT=simd go test -c -o .dev/train-simd.test ./train/
 #   go test -c -o .dev/train-nosimd.test ./train/
+# and, to compare with GoMLX's compute as published (go.mod without the
+# replace line of third_party/compute), optionally:
+#   grep -v "replace github.com/gomlx/compute" go.mod > /tmp/stock.mod; cp go.sum /tmp/stock.sum
+#   GOEXPERIMENT=simd go test -c -modfile=/tmp/stock.mod -o .dev/train-stock-simd.test ./train/
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -17,5 +21,6 @@ run() { # label, binary, env...
   env "$@" timeout 200 $bin -test.run x -test.bench "$B" -test.benchtime ${TIMES:-1x} 2>&1 | grep -E "^Benchmark" | awk '{printf "   %-34s %8.1f ms/step\n", $1, $3/1e6}'
 }
 run "simd, default workers" .dev/train-simd.test
-for p in ${PAR:-1 4}; do run "simd, parallelism=$p" .dev/train-simd.test GALLOP_GO_BACKEND=ops_sequential,parallelism=$p; done
+for p in ${PAR-1}; do run "simd, parallelism=$p" .dev/train-simd.test GALLOP_GO_BACKEND=ops_sequential,parallelism=$p; done
 run "no simd, default workers" .dev/train-nosimd.test
+[ -x .dev/train-stock-simd.test ] && run "compute as published, simd, ops_sequential (its deadlock-free mode)" .dev/train-stock-simd.test GALLOP_GO_BACKEND=ops_sequential

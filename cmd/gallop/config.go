@@ -362,7 +362,7 @@ func trainFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Train.BatchSize, "batch-size", c.Train.BatchSize, "samples per step")
 	fs.Float64Var(&c.Train.LR, "lr", c.Train.LR, "peak learning rate")
 	fs.StringVar(&c.Train.Precision, "precision", c.Train.Precision, "compute precision: fp32, bf16 or fp16 (fp32 master weights)")
-	fs.IntVar(&c.Train.Accumulate, "accumulate", c.Train.Accumulate, "micro-batches per optimizer step (gradient accumulation)")
+	fs.IntVar(&c.Train.Accumulate, "accumulate", c.Train.Accumulate, "micro-batches per optimizer step (gradient accumulation; on several GPUs each sums its own and the sums are all-reduced once per step)")
 	fs.IntVar(&c.Train.StepsPerCall, "steps-per-call", c.Train.StepsPerCall, "optimizer steps per call of the compiled graph (unrolled; for small models on a GPU)")
 	fs.StringVar(&c.Train.DPStrategy, "dp-strategy", c.Train.DPStrategy, "several GPUs: sharding (XLA's SPMD partitioner places the all-reduces) or replicas (each device's gradients averaged by gallop's all-reduces, as PyTorch DDP)")
 	fs.StringVar(&c.Train.DPReduce, "dp-reduce", c.Train.DPReduce, "several GPUs, replicas: gradient all-reduce in fp32 or bf16")

@@ -168,6 +168,14 @@ func TestDataParallelWeightGradsFirst(t *testing.T) {
 	if _, _, err := dataParallel(cfg, device.Spec{Kind: "gpu", IDs: []int{0, 1}}, m); err == nil || !strings.Contains(err.Error(), "does not split") {
 		t.Errorf("batch 255 over 2 GPUs: err = %v, want a refusal", err)
 	}
+	// Accumulation on several GPUs, over fixed windows or sequences.
+	for _, layout := range []string{"", "packed"} {
+		cfg = DefaultConfig()
+		cfg.Train.Accumulate, cfg.Model.Layout = 2, layout
+		if _, _, err := dataParallel(cfg, device.Spec{Kind: "gpu", IDs: []int{0, 1}}, m); err != nil {
+			t.Errorf("accumulation on 2 GPUs, layout %q: %v", layout, err)
+		}
+	}
 }
 
 // TestWaitForDeviceIsChargedToDevice: when the guard's reader, which waits

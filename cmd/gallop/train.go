@@ -367,7 +367,11 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 		lcfg = runner.LoaderConfig(lcfg)
 		if n > 1 {
 			how := cfg.Train.DPStrategy
-			if po.Strategy == train.Replicas {
+			if k := cfg.Train.Accumulate; k > 1 {
+				// Parallel.Step: whatever the strategy, explicit per-device
+				// micro-batches and one all-reduce per update.
+				how = fmt.Sprintf("accumulating %d micro-batches on each GPU, then one %s all-reduce in %g MB buckets per update", k, cfg.Train.DPReduce, cfg.Train.DPBucketMB)
+			} else if po.Strategy == train.Replicas {
 				how += fmt.Sprintf(", %s all-reduce in %g MB buckets", cfg.Train.DPReduce, cfg.Train.DPBucketMB)
 			}
 			if rec != nil {
@@ -688,7 +692,7 @@ func reportOutcome(res *Result, man *manifest.Manifest, ev train.EvalResult) {
 
 // dataParallel returns the number of devices the run's device spec names
 // and the data-parallel options, refusing what several devices do not
-// support yet and a batch that does not split over them. It also sets an
+// support yet (rollback) and a batch that does not split over them. It also sets an
 // MLP's WeightGradsFirst as train.dp_weight_grads_first asks, on several
 // devices only (one has no all-reduce to overlap).
 func dataParallel(cfg Config, spec device.Spec, m model.Model) (int, train.ParallelOptions, error) {
@@ -697,8 +701,6 @@ func dataParallel(cfg Config, spec device.Spec, m model.Model) (int, train.Paral
 		mlp.WeightGradsFirst = n > 1 && cfg.Train.DPWeightGradsFirst
 	}
 	switch {
-	case cfg.Train.Accumulate != 1 && n > 1:
-		return n, train.ParallelOptions{}, fmt.Errorf("train: several GPUs with gradient accumulation are not supported yet")
 	case n > 1 && cfg.Train.OnNonFinite == "rollback":
 		return n, train.ParallelOptions{}, fmt.Errorf("train: --on-nonfinite rollback is not supported on several GPUs yet")
 	case cfg.Train.BatchSize%n != 0:
