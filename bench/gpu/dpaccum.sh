@@ -30,12 +30,12 @@ if [ "${PART:-a}" = a ]; then
   echo "== tests on gpu:$ALL"
   GALLOP_TEST_DEVICES=gpu:$ALL timeout 240 ./.dev/train.test -test.run 'Accumulat' -test.v 2>&1 | grep -E "^(---|ok|FAIL|PASS)|_test.go"
   MLP="--window 20 --hidden 4096,4096,4096,4096"
-  for n in 1 2 4; do
+  for n in ${NS:-1 2 4}; do
     [ $n -le $N ] || continue
-    r mlp1024 $n $MLP --batch-size $((1024*n)) --steps 300
-    r mlp1024-acc4 $n $MLP --batch-size $((1024*n)) --accumulate 4 --steps 100
+    r mlp1024 $n $MLP --batch-size $((1024*n)) --steps 200
+    r mlp1024-acc4 $n $MLP --batch-size $((1024*n)) --accumulate 4 --steps 60
   done
-  for n in 1 2 4; do
+  for n in ${NS_DEEPLOB:-1 4}; do
     [ $n -le $N ] || continue
     EVENTS=60000 r deeplob256 $n --arch deeplob --window 100 --batch-size $((256*n)) --steps 120
     EVENTS=60000 TO=240 r deeplob256-spc4 $n --arch deeplob --window 100 --batch-size $((256*n)) --steps 120 --steps-per-call 4
@@ -43,7 +43,7 @@ if [ "${PART:-a}" = a ]; then
 fi
 if [ "${PART:-a}" = b ]; then
   GRU="--arch gru --hidden 64 --layout packed"
-  for n in 1 2 4; do
+  for n in ${NS:-1 2 4}; do
     [ $n -le $N ] || continue
     r gru128 $n $GRU --batch-size $((128*n)) --steps 300
     r gru128-acc4 $n $GRU --batch-size $((128*n)) --accumulate 4 --steps 100
@@ -58,4 +58,7 @@ if [ "${PART:-a}" = b ]; then
   for c in curve-mlp-acc2 curve-gru-acc2; do for n in 1 2; do
     echo "$c gpus=$n: $(grep -oE 'macro-F1 [0-9.]+' $T/$c-$n.log | head -1)"
   done; done
+  # Resume a 1-GPU GRU run half-way on 2 GPUs (the pair a fifth-session call
+  # did not reach).
+  [ "${RESUME:-1}" = 1 ] && KINDS=gru PAIRS="gpu:0@gpu:0,1" timeout 200 bash bench/gpu/dpresume.sh
 fi
