@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/gallop-dev/gallop/internal/procfile"
 )
 
 func TestParse(t *testing.T) {
@@ -60,14 +58,5 @@ func TestOpenCPU(t *testing.T) {
 	}
 	if info.Backend != "go" || be.NumDevices() < 1 {
 		t.Fatalf("%+v", info)
-	}
-}
-
-// TestSIMDPenalty: the answer follows from the build and this machine's
-// CPU vendor.
-func TestSIMDPenalty(t *testing.T) {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	if want := simdBuild && procfile.Field(b, "vendor_id") == "GenuineIntel"; SIMDPenalty() != want {
-		t.Errorf("SIMDPenalty() = %v, want %v", SIMDPenalty(), want)
 	}
 }

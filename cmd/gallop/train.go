@@ -281,10 +281,6 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	}
 	fmt.Fprintf(out, "model    %s, %d parameters; %s, %s, batch %d×%d\n", describe(m), model.Count(m.Params()),
 		cfg.Train.Optimizer.Name, cfg.Train.Precision, cfg.Train.BatchSize, cfg.Train.Accumulate)
-	if dinfo.Backend == "go" && cfg.Model.Arch != "mlp" && device.SIMDPenalty() {
-		fmt.Fprintf(out, "warning  built with GOEXPERIMENT=simd on an Intel CPU: GoMLX's Go backend then runs exp, sigmoid and tanh many times slower\n"+
-			"         (a GRU-64 step 4.8× slower than without simd on a Xeon, BENCHMARKS.md); build without GOEXPERIMENT=simd to train %s on this CPU\n", cfg.Model.Arch)
-	}
 	if opt.lrFind {
 		t := time.Now()
 		r, err := lrFind(cfg, p, backend, 100)
