@@ -463,7 +463,7 @@ func allReduce(loss *Node, grads []*Node, n int, o ParallelOptions, scale float3
 			ops = append(ops, loss)
 		}
 		if n > 1 {
-			ops = loss.Graph().Distributed().AllReduce(ops, compute.ReduceOpSum)
+			ops = ops[0].Graph().Distributed().AllReduce(ops, compute.ReduceOpSum)
 		}
 		for j, i := range b {
 			out[i] = MulScalar(ConvertDType(ops[j], dtypes.Float32), scale)
@@ -746,8 +746,9 @@ func (p *Parallel) StepSeqMicro(lr float64, mean, std, x, seg, y []*tensors.Tens
 	if s.accum == 1 {
 		return StepOut{}, fmt.Errorf("train: StepSeqMicro without gradient accumulation (use StepSeq)")
 	}
-	lt := tensors.FromScalar(float32(labelled))
 	return p.accumulate(lr, &p.accSeq, "seq", func() (microBody, float32) { return s.seqMicro(p.n), 1 }, func(d int) []any {
-		return []any{mean[d], std[d], x[d], seg[d], y[d], lt}
+		// One host tensor per device: a tensor the call moved to one
+		// device is not moved on to another.
+		return []any{mean[d], std[d], x[d], seg[d], y[d], tensors.FromScalar(float32(labelled))}
 	})
 }

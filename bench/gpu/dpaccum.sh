@@ -8,7 +8,8 @@
 #   GOEXPERIMENT=simd go build -ldflags="-s -w" -o .dev/gallop ./cmd/gallop
 #   GOEXPERIMENT=simd go test -c -ldflags="-s -w" -o .dev/train.test ./train
 # PART=a: tests, the large MLP and DeepLOB; PART=b: the GRU on packed
-# sequences and the loss curves.
+# sequences and the loss curves; PART=c: a and b without DeepLOB and the
+# resume pair.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -26,7 +27,10 @@ r() { # name ngpu gallop flags...
     --device gpu:$(seq -s, 0 $((n-1))) --runs-dir $dir "$@" > $dir.log 2>&1 || { echo "$name gpus=$n: failed"; tail -3 $dir.log; return; }
   echo "$name gpus=$n: $(grep -oE 'p50 step [0-9.]+ [µm]s' $dir.log) $(grep -oE 'then [0-9.]+ [µm]s/step' $dir.log) $(grep -oE 'all-reduce of [0-9.]+ MB alone: [0-9.]+ [µm]s' $dir.log)"
 }
-if [ "${PART:-a}" = a ]; then
+if [ "${PART:-a}" = c ]; then
+  PART=ab NS_DEEPLOB=" " RESUME=0
+fi
+if [[ "${PART:-a}" = a* ]]; then
   echo "== tests on gpu:$ALL"
   GALLOP_TEST_DEVICES=gpu:$ALL timeout 240 ./.dev/train.test -test.run 'Accumulat' -test.v 2>&1 | grep -E "^(---|ok|FAIL|PASS)|_test.go"
   MLP="--window 20 --hidden 4096,4096,4096,4096"
@@ -35,13 +39,14 @@ if [ "${PART:-a}" = a ]; then
     r mlp1024 $n $MLP --batch-size $((1024*n)) --steps 200
     r mlp1024-acc4 $n $MLP --batch-size $((1024*n)) --accumulate 4 --steps 60
   done
+  [ $N -ge 4 ] && r mlp1024-acc8 4 $MLP --batch-size 4096 --accumulate 8 --steps 40 && r mlp1024-acc8 1 $MLP --batch-size 1024 --accumulate 8 --steps 40
   for n in ${NS_DEEPLOB:-1 4}; do
     [ $n -le $N ] || continue
     EVENTS=60000 r deeplob256 $n --arch deeplob --window 100 --batch-size $((256*n)) --steps 120
     EVENTS=60000 TO=240 r deeplob256-spc4 $n --arch deeplob --window 100 --batch-size $((256*n)) --steps 120 --steps-per-call 4
   done
 fi
-if [ "${PART:-a}" = b ]; then
+if [[ "${PART:-a}" = *b ]]; then
   GRU="--arch gru --hidden 64 --layout packed"
   for n in ${NS:-1 2 4}; do
     [ $n -le $N ] || continue
