@@ -9,7 +9,7 @@
 #   GOEXPERIMENT=simd go test -c -ldflags="-s -w" -o .dev/train.test ./train
 # PART=a: tests, the large MLP and DeepLOB; PART=b: the GRU on packed
 # sequences and the loss curves; PART=c: a and b without DeepLOB and the
-# resume pair.
+# resume pair; PART=d: the large MLP with more micro-batches per update.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -65,5 +65,11 @@ if [[ "${PART:-a}" = *b ]]; then
   done; done
   # Resume a 1-GPU GRU run half-way on 2 GPUs (the pair a fifth-session call
   # did not reach).
-  [ "${RESUME:-1}" = 1 ] && KINDS=gru PAIRS="gpu:0@gpu:0,1" timeout 200 bash bench/gpu/dpresume.sh
+  if [ "${RESUME:-1}" = 1 ]; then KINDS=gru PAIRS="gpu:0@gpu:0,1" timeout 200 bash bench/gpu/dpresume.sh; fi
 fi
+if [ "${PART:-a}" = d ]; then
+  MLP="--window 20 --hidden 4096,4096,4096,4096"
+  for n in 1 4; do [ $n -le $N ] && r mlp1024-acc16 $n $MLP --batch-size $((1024*n)) --accumulate 16 --steps 16; done
+  for n in 1 4; do [ $n -le $N ] && r mlp4096-acc4 $n $MLP --batch-size $((4096*n)) --accumulate 4 --steps 20; done
+fi
+exit 0
