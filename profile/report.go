@@ -329,7 +329,7 @@ func (p *Recorder) detect(rep *Report, a *accum) []Finding {
 
 	for _, co := range rep.Collectives {
 		if c.CommShare > 0 && co.Share > c.CommShare {
-			add("comm-bound", co.Share, "the %s over %d devices (%s each) takes %s on its own, %s of the p50 step; reduce in bf16 (--dp-reduce bf16), give each device a larger batch, or use fewer devices",
+			add("comm-bound", co.Share, "the %s over %d devices (%s each) takes %s on its own, %s of the p50 step; all-reduce once per several micro-batches (--accumulate), give each device a larger batch, reduce in bf16 (--dp-reduce bf16), or use fewer devices",
 				co.Name, co.Devices, fmtSize(co.Bytes), fmtMs(co.Ms), pct(co.Share))
 		}
 	}
