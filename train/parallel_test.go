@@ -3,7 +3,6 @@ package train
 import (
 	"fmt"
 	"math"
-	"os"
 	"reflect"
 	"testing"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/gallop-dev/gallop/batch"
-	"github.com/gallop-dev/gallop/device"
 	"github.com/gallop-dev/gallop/internal/gocpu"
 )
 
@@ -257,19 +255,7 @@ func TestReplicasAccumulationOnOneDevice(t *testing.T) {
 // update, trains like one device accumulating the same global
 // micro-batches, under either strategy.
 func TestParallelAccumulationEqualsOneDevice(t *testing.T) {
-	name := os.Getenv("GALLOP_TEST_DEVICES")
-	if name == "" {
-		t.Skip("set GALLOP_TEST_DEVICES=gpu:0,1 to run on several devices")
-	}
-	spec, err := device.Parse(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, _, err := device.Open(spec, device.Options{NoTF32: true}) // see TestSeqParallelEqualsStacked
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := len(spec.IDs)
+	be, n := testDevices(t)
 	f := newFixture(t)
 	const k, updates, B = 3, 4, 32 // B global rows per micro-batch
 	opt := Optimizer{Name: "sgd", Momentum: 0.9, ClipNorm: 1}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -141,21 +142,7 @@ func maxParamDiff(a, b *State) float64 {
 // on the ranks' batches stacked, although KK balancing leaves the ranks
 // with different numbers of labelled positions.
 func TestSeqParallelEqualsStacked(t *testing.T) {
-	name := os.Getenv("GALLOP_TEST_DEVICES")
-	if name == "" {
-		t.Skip("set GALLOP_TEST_DEVICES=gpu:0,1 to run on several devices")
-	}
-	spec, err := device.Parse(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Full float32 matmuls: with TF32 the one-device run on the stacked
-	// batch and the devices' runs on halves round differently (by ~1e-3).
-	be, _, err := device.Open(spec, device.Options{NoTF32: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := len(spec.IDs)
+	be, n := testDevices(t)
 	f := newFixture(t)
 	const steps = 4
 	// SGD: a parameter's difference is the learning rate times its
@@ -371,19 +358,7 @@ func TestSeqReplicasAccumulationOnOneDevice(t *testing.T) {
 // device accumulating the ranks' batches stacked, every labelled position
 // weighted equally.
 func TestSeqParallelAccumulationEqualsStacked(t *testing.T) {
-	name := os.Getenv("GALLOP_TEST_DEVICES")
-	if name == "" {
-		t.Skip("set GALLOP_TEST_DEVICES=gpu:0,1 to run on several devices")
-	}
-	spec, err := device.Parse(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, _, err := device.Open(spec, device.Options{NoTF32: true}) // see TestSeqParallelEqualsStacked
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := len(spec.IDs)
+	be, n := testDevices(t)
 	f := newFixture(t)
 	norm := batch.Normalizer{Mean: tensors.MustCopyFlatData[float32](f.mean), Std: tensors.MustCopyFlatData[float32](f.std)}
 	opt := Optimizer{Name: "sgd", Momentum: 0.9, ClipNorm: 1}
@@ -433,4 +408,26 @@ func TestSeqParallelAccumulationEqualsStacked(t *testing.T) {
 			t.Logf("%s on %d devices: losses within 1e-5 relative, parameters within %.1e of one device's", layout, n, d)
 		}
 	}
+}
+
+// testDevices opens the devices named by $GALLOP_TEST_DEVICES (e.g.
+// "gpu:0,1") for the data-parallel tests, which skip when it is unset:
+// GoMLX's Go backend has one device. Matmuls are full float32: with TF32
+// a one-device run on a stacked batch and the devices' runs on its parts
+// round differently (by ~1e-3).
+func testDevices(t *testing.T) (compute.Backend, int) {
+	t.Helper()
+	name := os.Getenv("GALLOP_TEST_DEVICES")
+	if name == "" {
+		t.Skip("set GALLOP_TEST_DEVICES=gpu:0,1 to run on several devices")
+	}
+	spec, err := device.Parse(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, _, err := device.Open(spec, device.Options{NoTF32: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return be, len(spec.IDs)
 }
