@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/dtypes/bfloat16"
 	"github.com/gomlx/compute/dtypes/gotype"
+	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 )
@@ -614,6 +616,34 @@ func TestTranscendentalsInChunks(t *testing.T) {
 			if want := float32(c.f(float64(x[i]))); g != want {
 				t.Fatalf("%s: element %d of %d = %v, want %v", c.name, i, n, g, want)
 			}
+		}
+	}
+}
+
+// TestIdentityTransposeIsNoOp: a transpose whose permutation is the
+// identity builds no node (the operand is its result), so it copies
+// nothing when run; GoMLX's gradients emit such transposes. Any other
+// permutation builds one.
+func TestIdentityTransposeIsNoOp(t *testing.T) {
+	be, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := be.Builder("identity_transpose").Main()
+	x, err := f.Parameter("x", shapes.Make(dtypes.Float32, 3, 4, 5), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		perm []int
+		same bool
+	}{{[]int{0, 1, 2}, true}, {[]int{0, 2, 1}, false}, {[]int{2, 1, 0}, false}} {
+		v, err := f.Transpose(x, c.perm...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := v == x; got != c.same {
+			t.Errorf("Transpose(x, %v) returned the operand: %v, want %v", c.perm, got, c.same)
 		}
 	}
 }

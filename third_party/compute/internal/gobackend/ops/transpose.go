@@ -35,6 +35,17 @@ func Transpose(f *gobackend.Function, operandValue compute.Value, permutations .
 		// This should have been validated during graph build, but we check again just in case.
 		return nil, err
 	}
+	// gallop: an identity permutation is a no-op, as ConvertDType to the
+	// operand's own dtype is: no node, so no copy at run time. GoMLX's
+	// gradients emit such transposes (in DeepLOB's step, of its largest
+	// activations).
+	identity := true
+	for i, p := range permutations {
+		identity = identity && p == i
+	}
+	if identity {
+		return operand, nil
+	}
 	node, _ := f.GetOrCreateNode(opType, outputShape, inputs, permutations)
 	return node, nil
 }
