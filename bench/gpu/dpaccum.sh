@@ -34,12 +34,17 @@ if [[ "${PART:-a}" = a* ]]; then
   echo "== tests on gpu:$ALL"
   GALLOP_TEST_DEVICES=gpu:$ALL timeout 240 ./.dev/train.test -test.run 'Accumulat' -test.v 2>&1 | grep -E "^(---|ok|FAIL|PASS)|_test.go"
   MLP="--window 20 --hidden 4096,4096,4096,4096"
-  for n in ${NS:-1 2 4}; do
-    [ $n -le $N ] || continue
-    r mlp1024 $n $MLP --batch-size $((1024*n)) --steps 200
-    r mlp1024-acc4 $n $MLP --batch-size $((1024*n)) --accumulate 4 --steps 60
-  done
-  [ $N -ge 4 ] && r mlp1024-acc8 4 $MLP --batch-size 4096 --accumulate 8 --steps 40 && r mlp1024-acc8 1 $MLP --batch-size 1024 --accumulate 8 --steps 40
+  if [ "${MLP_RUNS:-1}" = 1 ]; then  # MLP_RUNS=0: DeepLOB only
+    for n in ${NS:-1 2 4}; do
+      [ $n -le $N ] || continue
+      r mlp1024 $n $MLP --batch-size $((1024*n)) --steps 200
+      r mlp1024-acc4 $n $MLP --batch-size $((1024*n)) --accumulate 4 --steps 60
+    done
+    if [ $N -ge 4 ]; then
+      r mlp1024-acc8 4 $MLP --batch-size 4096 --accumulate 8 --steps 40
+      r mlp1024-acc8 1 $MLP --batch-size 1024 --accumulate 8 --steps 40
+    fi
+  fi
   for n in ${NS_DEEPLOB:-1 4}; do
     [ $n -le $N ] || continue
     EVENTS=60000 r deeplob256 $n --arch deeplob --window 100 --batch-size $((256*n)) --steps 120
