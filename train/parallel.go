@@ -32,6 +32,7 @@ type Parallel struct {
 	window int
 	execN  map[int]*Exec // StepN, by number of steps
 	seq    *Exec         // StepSeq
+	seqN   map[int]*Exec // StepSeqN, by number of steps
 	// With gradient accumulation (Stepper.WithAccumulation), of rows and
 	// of sequences (see Parallel.Step).
 	accRows, accSeq accExecs
@@ -223,7 +224,7 @@ func (p *Parallel) compileSteps(k int) *Exec {
 		graph = s.rowsGraph(p.window)
 	}
 	if k > 0 {
-		graph, name = s.chainSteps(graph, k), fmt.Sprintf("train_steps_%d", k)
+		graph, name = s.chainSteps(graph, k, 4, 1), fmt.Sprintf("train_steps_%d", k)
 	}
 	exec := MustNewExec(s.backend, graph).WithName(fmt.Sprintf("%s_%s", name, p.o.Strategy))
 	if p.o.Strategy == Replicas {
@@ -709,6 +710,58 @@ func (p *Parallel) StepSeq(lr float64, mean, std, x, seg, y []*tensors.Tensor) (
 	return p.step(p.seq, "sequence step", lr, func(d int) []any {
 		return []any{mean[d], std[d], x[d], seg[d], y[d]}
 	})
+}
+
+// StepSeqN runs len(lrs) data-parallel sequence steps in one call of one
+// compiled graph, as Stepper.StepSeqN does on one device: step i uses
+// learning rate lrs[i], and x[i][d], seg[i][d], y[i][d] are rank d's batch
+// of it (see StepSeq). It returns device 0's StepOuts.
+func (p *Parallel) StepSeqN(lrs []float64, mean, std []*tensors.Tensor, x, seg, y [][]*tensors.Tensor) ([]StepOut, error) {
+	s, k := p.s, len(lrs)
+	if k == 0 || len(x) != k || len(seg) != k || len(y) != k {
+		return nil, fmt.Errorf("train: StepSeqN: %d learning rates and %d/%d/%d steps of batches, want the same number, at least 1", k, len(x), len(seg), len(y))
+	}
+	for i := range k {
+		if err := p.checkSeq(x[i], seg[i], y[i], mean, std); err != nil {
+			return nil, err
+		}
+	}
+	if s.accum != 1 {
+		return nil, fmt.Errorf("train: StepSeqN does not support gradient accumulation")
+	}
+	if p.seqN == nil {
+		p.seqN = map[int]*Exec{}
+	}
+	exec := p.seqN[k]
+	if exec == nil {
+		name := fmt.Sprintf("train_steps_seq_%d_%s", k, p.o.Strategy)
+		if p.o.Strategy == Replicas {
+			exec = MustNewExec(s.backend, s.chainSteps(s.seqReplicasGraph(p.n, p.o), k, 2, 3)).WithName(name).SPMD(p.mesh)
+		} else {
+			// Inputs: params, m, v, hyper, amp, mean, std, then each step's
+			// x, segments and labels, the devices' batches stacked.
+			exec = p.shardLast(MustNewExec(s.backend, s.chainSteps(s.seqGraph, k, 2, 3)).WithName(name), 3*s.nParams+4+3*k, 3*k)
+		}
+		p.seqN[k] = exec
+	}
+	start := time.Now()
+	outs, err := p.call(exec, func(st *State) *tensors.Tensor { return s.hyperN(st, lrs) }, func(d int) []any {
+		tail := []any{mean[d], std[d]}
+		for i := range k {
+			tail = append(tail, x[i][d], seg[i][d], y[i][d])
+		}
+		return tail
+	})
+	if err != nil {
+		return nil, fmt.Errorf("train: data-parallel sequence steps %d-%d: %w", p.reps[0].Step, p.reps[0].Step+int64(k)-1, err)
+	}
+	var res []StepOut
+	for d, st := range p.reps {
+		if o := s.unpackN(st, outs[d], lrs, start); d == 0 {
+			res = o
+		}
+	}
+	return res, nil
 }
 
 // checkSeq refuses a sequence step's inputs unless there is one of each

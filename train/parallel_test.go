@@ -149,7 +149,7 @@ func TestReplicasStepsChained(t *testing.T) {
 	s := NewStepper(be, f.m, DefaultOptimizer())
 	st := s.NewState(9)
 	s.fillAux(st)
-	exec := MustNewExec(be, s.chainSteps(s.replicasGraph(f.w.W, 1, ParallelOptions{Reduce: dtypes.Float32, BucketBytes: 1}), k))
+	exec := MustNewExec(be, s.chainSteps(s.replicasGraph(f.w.W, 1, ParallelOptions{Reduce: dtypes.Float32, BucketBytes: 1}), k, 4, 1))
 	args, err := s.stateArgsWith(st, s.hyperN(st, lrs), 0, 4+k)
 	if err != nil {
 		t.Fatal(err)

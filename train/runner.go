@@ -230,16 +230,53 @@ func (r *SeqRunner) Step(st *State, lr float64, bs []*batch.SeqBatch) (StepOut, 
 	return r.p.StepSeq(lr, r.mean, r.std, r.x, r.seg, r.y)
 }
 
-// inputs sets device d's step inputs to batch b: the tensors the loader
-// staged on the device, or new ones over its host buffers.
+// inputs sets device d's step inputs to batch b (see seqTensors).
 func (r *SeqRunner) inputs(d int, b *batch.SeqBatch) {
+	r.x[d], r.seg[d], r.y[d] = seqTensors(b)
+}
+
+// seqTensors returns batch b's x, segments and labels: the tensors the
+// loader staged on the device, or new ones over its host buffers.
+func seqTensors(b *batch.SeqBatch) (x, seg, y *tensors.Tensor) {
 	if on := b.OnDevice; on != nil {
-		r.x[d], r.seg[d], r.y[d] = on.X, on.Segments, on.Labels
-		return
+		return on.X, on.Segments, on.Labels
 	}
-	r.x[d] = tensors.FromFlatDataAndDimensions(b.X, b.B, b.T, b.F)
-	r.seg[d] = tensors.FromFlatDataAndDimensions(b.Segments, b.B, b.T)
-	r.y[d] = tensors.FromFlatDataAndDimensions(b.Labels, b.B, b.T)
+	return tensors.FromFlatDataAndDimensions(b.X, b.B, b.T, b.F),
+		tensors.FromFlatDataAndDimensions(b.Segments, b.B, b.T),
+		tensors.FromFlatDataAndDimensions(b.Labels, b.B, b.T)
+}
+
+// StepN runs len(lrs) optimizer steps of st in one call of one compiled
+// graph (Stepper.StepSeqN on one device, Parallel.StepSeqN on several):
+// step i at lrs[i] on bs[i*n+d] for each device d (n the devices), every
+// batch of one shape. Small models whose step is the host's per-call work
+// run up to len(lrs) times faster; each distinct len(lrs) compiles once.
+func (r *SeqRunner) StepN(st *State, lrs []float64, bs []*batch.SeqBatch) ([]StepOut, error) {
+	k := len(lrs)
+	if k == 0 || len(bs) != k*r.n {
+		return nil, fmt.Errorf("train: a sequence call of %d steps over %d devices given %d batches", k, r.n, len(bs))
+	}
+	x, seg, y := make([][]*tensors.Tensor, k), make([][]*tensors.Tensor, k), make([][]*tensors.Tensor, k)
+	for i := range k {
+		x[i], seg[i], y[i] = make([]*tensors.Tensor, r.n), make([]*tensors.Tensor, r.n), make([]*tensors.Tensor, r.n)
+		for d := range r.n {
+			x[i][d], seg[i][d], y[i][d] = seqTensors(bs[i*r.n+d])
+		}
+	}
+	if r.p == nil {
+		col := func(a [][]*tensors.Tensor) []*tensors.Tensor {
+			out := make([]*tensors.Tensor, k)
+			for i := range a {
+				out[i] = a[i][0]
+			}
+			return out
+		}
+		return r.s.StepSeqN(st, lrs, r.mean[0], r.std[0], col(x), col(seg), col(y))
+	}
+	if err := checkReplica(st, r.st, "SeqRunner"); err != nil {
+		return nil, err
+	}
+	return r.p.StepSeqN(lrs, r.mean, r.std, x, seg, y)
 }
 
 // Accumulate runs one optimizer step of st at learning rate lr over k

@@ -151,6 +151,48 @@ func (s *Stepper) StepSeq(st *State, lr float64, mean, std, x, seg, y *tensors.T
 	return s.runFused(s.seqExec, st, lr, start, mean, std, x, seg, y)
 }
 
+// StepSeqN runs len(lrs) consecutive StepSeq in one call of one compiled
+// graph, the steps unrolled, as StepRowsN does for windows: step i uses
+// learning rate lrs[i] and the batch x[i], seg[i], y[i] (one shape for
+// all of them). It returns one StepOut per step (sharing stacked tensors,
+// see StepOut.Index); the state after the last step equals that after as
+// many StepSeq calls. Each distinct len(lrs) compiles once.
+func (s *Stepper) StepSeqN(st *State, lrs []float64, mean, std *tensors.Tensor, x, seg, y []*tensors.Tensor) ([]StepOut, error) {
+	k := len(lrs)
+	if k == 0 || len(x) != k || len(seg) != k || len(y) != k {
+		return nil, fmt.Errorf("train: StepSeqN: %d learning rates and %d/%d/%d batch tensors, want the same number, at least 1", k, len(x), len(seg), len(y))
+	}
+	if _, err := s.seqModel(); err != nil {
+		return nil, err
+	}
+	if s.accum != 1 {
+		return nil, fmt.Errorf("train: StepSeqN does not support gradient accumulation")
+	}
+	start := time.Now()
+	s.fillAux(st)
+	if s.seqNExec == nil {
+		s.seqNExec = map[int]*Exec{}
+	}
+	exec := s.seqNExec[k]
+	if exec == nil {
+		exec = MustNewExec(s.backend, s.chainSteps(s.seqGraph, k, 2, 3)).WithName(fmt.Sprintf("train_steps_seq_%d", k))
+		s.seqNExec[k] = exec
+	}
+	args, err := s.stateArgsWith(st, s.hyperN(st, lrs), 0, 2+3*k)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, mean, std)
+	for i := range k {
+		args = append(args, x[i], seg[i], y[i])
+	}
+	outs, err := exec.Call(args...)
+	if err != nil {
+		return nil, fmt.Errorf("train: sequence steps %d-%d: %w", st.Step, st.Step+int64(k)-1, err)
+	}
+	return s.unpackN(st, outs, lrs, start), nil
+}
+
 // PredictSeq returns the logits [B, T, C] of a sequence batch.
 func (s *Stepper) PredictSeq(st *State, mean, std, x, seg *tensors.Tensor) (*tensors.Tensor, error) {
 	if _, err := s.seqModel(); err != nil {

@@ -431,3 +431,142 @@ func testDevices(t *testing.T) (compute.Backend, int) {
 	}
 	return be, len(spec.IDs)
 }
+
+// TestSeqStepNEqualsSteps: k sequence steps in one call (SeqRunner.StepN,
+// Stepper.StepSeqN) train bit for bit as k calls of SeqRunner.Step, for
+// the GRU and the transformer, padded and packed; and the replicas step
+// chained for one device (as Parallel.StepSeqN compiles it, without the
+// collective) equals them too.
+func TestSeqStepNEqualsSteps(t *testing.T) {
+	f := newFixture(t)
+	be, _ := gocpu.New()
+	norm := batch.Normalizer{Mean: tensors.MustCopyFlatData[float32](f.mean), Std: tensors.MustCopyFlatData[float32](f.std)}
+	const k = 3
+	lrs := []float64{1e-2, 2e-2, 5e-3}
+	gru, _ := model.NewGRU(4, feature.Count, 8, 3)
+	tf, _ := model.NewTransformer(24, feature.Count, 3, model.TransformerConfig{D: 16, Heads: 2, Layers: 1, FF: 32})
+	for _, m := range []model.Model{gru, tf} {
+		for _, layout := range []batch.Layout{batch.Padded, batch.Packed} {
+			steps := f.seqSteps(t, layout, 1, 6, k)
+			var flat []*batch.SeqBatch
+			for _, bs := range steps {
+				flat = append(flat, bs...)
+			}
+			ref := NewStepper(be, m, DefaultOptimizer())
+			sr := ref.NewState(4)
+			rr, err := NewSeqRunner(ref, sr, norm, 1, ParallelOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []float32
+			for i := range k {
+				o, err := rr.Step(sr, lrs[i], steps[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, o.Value(o.Loss))
+			}
+			s := NewStepper(be, m, DefaultOptimizer())
+			st := s.NewState(4)
+			r, err := NewSeqRunner(s, st, norm, 1, ParallelOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			outs, err := r.StepN(st, lrs, flat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, o := range outs {
+				if got := o.Value(o.Loss); got != want[i] || o.Step != int64(i) {
+					t.Errorf("%s %s step %d: loss %v (step %d), one step per call %v", m.Arch(), layout, i, got, o.Step, want[i])
+				}
+			}
+			if st.Step != k {
+				t.Fatalf("%s %s: state at step %d, want %d", m.Arch(), layout, st.Step, k)
+			}
+			if d := maxParamDiff(sr, st); d != 0 {
+				t.Errorf("%s %s: parameters differ from one step per call by up to %g", m.Arch(), layout, d)
+			}
+			// The replicas step for one device, chained.
+			s2 := NewStepper(be, m, DefaultOptimizer())
+			st2 := s2.NewState(4)
+			s2.fillAux(st2)
+			exec := MustNewExec(be, s2.chainSteps(s2.seqReplicasGraph(1, ParallelOptions{Reduce: dtypes.Float32}), k, 2, 3))
+			args, err := s2.stateArgsWith(st2, s2.hyperN(st2, lrs), 0, 2+3*k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, f.mean, f.std)
+			for i := range k {
+				x, seg, y := stack(steps[i])
+				args = append(args, x, seg, y)
+			}
+			res, err := exec.Call(args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, o := range s2.unpackN(st2, res, lrs, time.Time{}) {
+				if got := o.Value(o.Loss); got != want[i] {
+					t.Errorf("%s %s step %d: chained replicas loss %v, one step per call %v", m.Arch(), layout, i, got, want[i])
+				}
+			}
+			if d := maxParamDiff(sr, st2); d != 0 {
+				t.Errorf("%s %s: chained replicas parameters differ by up to %g", m.Arch(), layout, d)
+			}
+		}
+	}
+}
+
+// TestSeqParallelStepNEqualsStacked runs on $GALLOP_TEST_DEVICES (skipped
+// when unset): k data-parallel sequence steps in one call
+// (SeqRunner.StepN over n devices, either strategy) train like one device
+// stepping on the ranks' batches stacked.
+func TestSeqParallelStepNEqualsStacked(t *testing.T) {
+	be, n := testDevices(t)
+	f := newFixture(t)
+	norm := batch.Normalizer{Mean: tensors.MustCopyFlatData[float32](f.mean), Std: tensors.MustCopyFlatData[float32](f.std)}
+	opt := Optimizer{Name: "sgd", Momentum: 0.9, ClipNorm: 1}
+	const k = 3
+	lrs := []float64{0.05, 0.04, 0.03}
+	m, _ := model.NewGRU(4, feature.Count, 16, 3)
+	for _, layout := range []batch.Layout{batch.Padded, batch.Packed} {
+		steps := f.seqSteps(t, layout, n, 8, k)
+		var flat []*batch.SeqBatch
+		for _, bs := range steps {
+			flat = append(flat, bs...)
+		}
+		ref := NewStepper(be, m, opt)
+		sr := ref.NewState(3)
+		var want []float32
+		for i := range k {
+			x, seg, y := stack(steps[i])
+			o, err := ref.StepSeq(sr, lrs[i], f.mean, f.std, x, seg, y)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, o.Value(o.Loss))
+		}
+		for _, strat := range []Strategy{Sharding, Replicas} {
+			s := NewStepper(be, m, opt)
+			st := s.NewState(3)
+			r, err := NewSeqRunner(s, st, norm, n, ParallelOptions{Strategy: strat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			outs, err := r.StepN(st, lrs, flat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, o := range outs {
+				if got := o.Value(o.Loss); math.Abs(float64(got-want[i])) > 1e-5*math.Abs(float64(want[i])) {
+					t.Errorf("%s %s step %d: loss %v, one device %v", layout, strat, i, got, want[i])
+				}
+			}
+			if d := maxParamDiff(sr, st); d > 1e-5 {
+				t.Errorf("%s %s: parameters after %d steps in one call differ from one device's by up to %g", layout, strat, k, d)
+			} else {
+				t.Logf("%s %s on %d devices: losses within 1e-5 relative, parameters within %.1e of one device's", layout, strat, n, d)
+			}
+		}
+	}
+}

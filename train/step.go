@@ -186,6 +186,7 @@ type Stepper struct {
 	rowsAcc   *Exec         // accumulate one micro-batch of it
 	rowsNExec map[int]*Exec // StepRowsN, by number of steps
 	seqExec   *Exec         // step over padded or packed sequences
+	seqNExec  map[int]*Exec // StepSeqN, by number of steps
 	seqAcc    *Exec         // accumulate one micro-batch of sequences
 	seqApply  *Exec         // apply their accumulated update
 	seqPred   *Exec
@@ -695,22 +696,27 @@ func gatherWindows(feats, labels, rows *Node, window int) (x, y *Node) {
 // the steps: loss, grad norm, finite, skipped [n] and per-parameter finite
 // [n, params].
 func (s *Stepper) rowsGraphN(window, steps int) func(in []*Node) []*Node {
-	return s.chainSteps(s.rowsGraph(window), steps)
+	return s.chainSteps(s.rowsGraph(window), steps, 4, 1)
 }
 
-// chainSteps chains steps calls of step, a graph with rowsGraph's inputs
-// and outputs, as rowsGraphN describes.
-func (s *Stepper) chainSteps(step func(in []*Node) []*Node, steps int) func(in []*Node) []*Node {
+// chainSteps chains steps calls of step, a fused step graph (inputs:
+// params, m, v, hyper [3], amp, then shared inputs every step reads, then
+// per inputs of the step's own; outputs as fusedGraph's). The chained
+// graph's inputs are params, m, v, hyper [steps, 3], amp, the shared
+// inputs, then each step's per inputs in turn; its outputs are as
+// rowsGraphN describes.
+func (s *Stepper) chainSteps(step func(in []*Node) []*Node, steps, shared, per int) func(in []*Node) []*Node {
 	return func(in []*Node) []*Node {
 		n := s.nParams
 		state := in[:3*n]
-		hyper, amp, mean, std, feats, labels := in[3*n], in[3*n+1], in[3*n+2], in[3*n+3], in[3*n+4], in[3*n+5]
-		rows := in[3*n+6:]
+		hyper, amp := in[3*n], in[3*n+1]
+		common := in[3*n+2 : 3*n+2+shared]
+		own := in[3*n+2+shared:]
 		var loss, gnorm, finite, perParam, skipped []*Node
 		for i := range steps {
 			h := Reshape(Slice(hyper, AxisElem(i)), 3)
-			args := append(append(make([]*Node, 0, 3*n+7), state...), h, amp, mean, std, feats, labels, rows[i])
-			outs := step(args)
+			args := append(append(append(make([]*Node, 0, 3*n+2+shared+per), state...), h, amp), common...)
+			outs := step(append(args, own[i*per:(i+1)*per]...))
 			state, amp = outs[:3*n], outs[3*n]
 			loss, gnorm, finite = append(loss, outs[3*n+1]), append(gnorm, outs[3*n+2]), append(finite, outs[3*n+3])
 			perParam, skipped = append(perParam, outs[3*n+4]), append(skipped, outs[3*n+5])

@@ -88,7 +88,7 @@ type TrainConfig struct {
 	Accumulate int `toml:"accumulate" json:"accumulate"`
 	// StepsPerCall runs that many optimizer steps per call of one compiled
 	// graph (the steps unrolled, the same updates), to amortise the host's
-	// per-call cost on small models. Needs accumulate = 1 and fixed windows;
+	// per-call cost on small models. Needs accumulate = 1;
 	// steps, eval_every and checkpoint_every must be multiples of it.
 	StepsPerCall int `toml:"steps_per_call" json:"steps_per_call"`
 	// DPStrategy is how several GPUs share a step: "replicas" (each
@@ -215,8 +215,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: train.accumulate = %d, want >= 1", t.Accumulate)
 	case t.StepsPerCall < 1:
 		return fmt.Errorf("config: train.steps_per_call = %d, want >= 1", t.StepsPerCall)
-	case t.StepsPerCall > 1 && (t.Accumulate != 1 || c.Model.Layout != ""):
-		return fmt.Errorf("config: train.steps_per_call = %d needs accumulate = 1 and fixed windows (no model.layout)", t.StepsPerCall)
+	case t.StepsPerCall > 1 && t.Accumulate != 1:
+		return fmt.Errorf("config: train.steps_per_call = %d needs accumulate = 1", t.StepsPerCall)
 	case t.StepsPerCall > 1 && (t.Steps%t.StepsPerCall != 0 || t.EvalEvery%t.StepsPerCall != 0 || t.CheckpointEvery%t.StepsPerCall != 0):
 		return fmt.Errorf("config: train.steps_per_call = %d must divide train.steps (%d), eval_every (%d) and checkpoint_every (%d)",
 			t.StepsPerCall, t.Steps, t.EvalEvery, t.CheckpointEvery)

@@ -157,7 +157,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"train", "--dp-strategy", "ring", "--quiet"}, 1, `train.dp_strategy = "ring"`},
 		{[]string{"train", "--arch", "gru", "--layout", "packed", "--seq-balance", "greedy", "--quiet"}, 1, `data.seq_balance = "greedy"`},
 		{[]string{"train", "--arch", "gru", "--layout", "ragged", "--quiet"}, 1, `model.layout = "ragged": want padded or packed`},
-		{[]string{"train", "--arch", "gru", "--layout", "packed", "--steps-per-call", "2", "--quiet"}, 1, "train.steps_per_call = 2 needs accumulate = 1 and fixed windows"},
+		{[]string{"train", "--arch", "gru", "--layout", "packed", "--steps-per-call", "2", "--accumulate", "2", "--quiet"}, 1, "train.steps_per_call = 2 needs accumulate = 1"},
 		{[]string{"train", "--dp-strategy", "sharding", "--dp-reduce", "bf16", "--quiet"}, 1, "dp_reduce = bf16 needs dp_strategy = replicas"},
 		{[]string{"train", "--hidden", "64,x"}, 2, "not a list of integers"},
 		{[]string{"train", "--config", "/nonexistent.toml"}, 1, "/nonexistent.toml"},

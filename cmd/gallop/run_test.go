@@ -566,6 +566,64 @@ func TestStepsPerCall(t *testing.T) {
 	}
 }
 
+// TestSequenceStepsPerCall trains a GRU on packed sequences with 4
+// optimizer steps per call on the CPU: every step's loss is logged and
+// equals the same run's at one step per call bit for bit (the same
+// batches, the same updates), validation and checkpoints land on the same
+// steps, and the final state is the same.
+func TestSequenceStepsPerCall(t *testing.T) {
+	type result struct {
+		losses []float64
+		val    []int64
+		f1     float64
+		out    string
+	}
+	train := func(k int) result {
+		c := tinyConfig(t)
+		c.Model.Arch, c.Model.Layout, c.Model.Hidden = "gru", "packed", []int{8}
+		c.Train.BatchSize, c.Data.SeqLen = 8, 32
+		c.Train.Steps, c.Train.StepsPerCall, c.Train.EvalEvery, c.Train.CheckpointEvery = 48, k, 24, 24
+		var out bytes.Buffer
+		res, err := Train(context.Background(), c, trainOptions{quiet: true, out: &out}, &out)
+		if err != nil {
+			t.Fatalf("steps per call %d: %v\n%s", k, err, out.String())
+		}
+		l, err := readLosses(filepath.Join(res.RunDir, "metrics.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms, err := readMetrics(filepath.Join(res.RunDir, "metrics.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var val []int64
+		for _, m := range ms {
+			if m.Split == "val" && !m.Final {
+				val = append(val, m.Step)
+			}
+		}
+		return result{l, val, res.MacroF1, out.String()}
+	}
+	one, four := train(1), train(4)
+	if !strings.Contains(four.out, "one call of 4 optimizer steps") {
+		t.Errorf("output does not say steps per call:\n%s", four.out)
+	}
+	if len(one.losses) != 48 || len(four.losses) != 48 {
+		t.Fatalf("%d and %d train losses, want 48", len(one.losses), len(four.losses))
+	}
+	for s, l := range one.losses {
+		if four.losses[s] != l || math.IsNaN(l) {
+			t.Errorf("step %d: loss %v with 4 steps per call, %v with 1", s, four.losses[s], l)
+		}
+	}
+	if !slices.Equal(one.val, []int64{23}) || !slices.Equal(four.val, one.val) {
+		t.Errorf("validation at steps %v (4 per call) and %v (1), want [23]", four.val, one.val)
+	}
+	if four.f1 != one.f1 {
+		t.Errorf("final macro-F1 %v with 4 steps per call, %v with 1", four.f1, one.f1)
+	}
+}
+
 // TestServeModes serves a GRU run through the CLI over the real CME MBO
 // sample (mostly a book snapshot, then one live event): in window mode its
 // single live event has no full window, in carried mode it gets a

@@ -143,8 +143,10 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 				}
 			}
 			// On GPUs each rank's batches go to its device ahead of the step.
-			// With accumulation the loop holds a step's k micro-batches at once.
-			lc := r.runner.LoaderConfig(batch.SeqLoaderConfig{Rank: d, Prefetch: max(c.Train.Prefetch, c.Train.Accumulate), Workers: 2})
+			// With accumulation the loop holds a step's k micro-batches at
+			// once; with K steps per call, it stages the next call's K
+			// batches while one runs.
+			lc := r.runner.LoaderConfig(batch.SeqLoaderConfig{Rank: d, Prefetch: max(c.Train.Prefetch, c.Train.Accumulate, 2*c.Train.StepsPerCall), Workers: 2})
 			if loaders[d], err = batch.NewSeqLoader(ctx, src, sm, lc); err != nil {
 				return err
 			}
@@ -166,11 +168,15 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 	if r.resumed != nil {
 		curEpoch = r.resumed.Sampler.Epoch
 	}
-	// A step's batches: micro-batch i (of k, train.accumulate) of rank d
-	// at bs[i*n+d].
-	k := c.Train.Accumulate
-	bs := make([]*batch.SeqBatch, k*n)
+	// A loop iteration's batches: micro-batch i (of k, train.accumulate) of
+	// one step, or with K = train.steps_per_call steps per call step i of
+	// the call, for rank d at bs[i*n+d]. An iteration is one call of K
+	// steps (K = 1 but for steps per call).
+	k, K := c.Train.Accumulate, c.Train.StepsPerCall
+	per := max(k, K)
+	bs := make([]*batch.SeqBatch, per*n)
 	outs := make([]train.StepOut, 1)
+	lrs := make([]float64, K)
 	var lastCkpt string
 	from := r.st.Step
 	start := time.Now()
@@ -181,7 +187,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			rec.BeginStep(step)
 		}
 		t := stamp(rec)
-		for i := range k {
+		for i := range per {
 			for d, ld := range loaders {
 				b, err := ld.Next(ctx)
 				if err != nil {
@@ -192,7 +198,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			}
 		}
 		t = end(rec, profile.Data, t)
-		for i := range k {
+		for i := range per {
 			if mb := bs[i*n]; mb.Epoch != curEpoch {
 				r.logEpoch(curEpoch, &epoch)
 				epoch, curEpoch = seqEpoch{}, mb.Epoch
@@ -200,9 +206,15 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			epoch.add(bs[i*n : (i+1)*n])
 		}
 		var err error
-		if k == 1 {
+		switch {
+		case K > 1:
+			for i := range lrs {
+				lrs[i] = sched.LR(step+int64(i)) * lrScale
+			}
+			outs, err = r.runner.StepN(r.st, lrs, bs)
+		case k == 1:
 			outs[0], err = r.runner.Step(r.st, sched.LR(step)*lrScale, bs)
-		} else {
+		default:
 			outs, err = r.runner.Accumulate(r.st, sched.LR(step)*lrScale, bs)
 		}
 		if err != nil {
@@ -235,6 +247,8 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			w.Observe(out, ids)
 		}
 		t = end(rec, profile.Device, t) // Observe waits once the watcher is the guard's lag behind the device
+		first := step                   // the call's first step
+		step += int64(K - 1)            // and, from here on, its last
 		if gerr := w.Err(); gerr != nil {
 			var nf *guard.NonFiniteError
 			if !errors.As(gerr, &nf) { // a step that failed on the device
@@ -301,7 +315,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			// A sample is a position holding an event.
 			rec.EndStep(tokens, tokens)
 		}
-		if (step+1)%max(1, int64(c.Train.Steps)/10) == 0 {
+		if every := max(1, int64(c.Train.Steps)/10); (step+1)/every != first/every {
 			fmt.Fprintf(r.log, "train    step %d/%d  loss %.4f  %.0fs\n", step+1, c.Train.Steps, w.Last().Loss, time.Since(start).Seconds())
 		}
 	}
@@ -485,12 +499,16 @@ func trainSequences(ctx context.Context, cfg Config, p *prepared, m model.Model,
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f  log-loss %.4f\n", "model", res.Accuracy, res.MacroF1, ev.LogLoss)
 	fmt.Fprintf(out, "  %-22s accuracy %.4f  macro-F1 %.4f\n", "majority baseline", res.BaseAcc, res.BaseMacroF1)
 	fmt.Fprintf(out, "\ntime     %.1fs total: train %.1fs (%d steps: the first, with compilation, %.1fs; then %.2f ms/step, %.0f tokens/s)\n",
-		res.Wall.Seconds(), trainTime.Seconds(), steps, r.first.Seconds(), 1e3*r.steady.Seconds()/float64(max(steps-1, 1)), float64(r.tokens)/r.steady.Seconds())
+		res.Wall.Seconds(), trainTime.Seconds(), steps, r.first.Seconds(), 1e3*r.steady.Seconds()/float64(max(steps-int64(cfg.Train.StepsPerCall), 1)), float64(r.tokens)/r.steady.Seconds())
 	if res.NonFinite > 0 || res.Rollbacks > 0 {
 		fmt.Fprintf(out, "guard    %d non-finite steps (%s), %d rollbacks\n", res.NonFinite, cfg.Train.OnNonFinite, res.Rollbacks)
 	}
 	if rep != nil {
-		fmt.Fprintf(out, "profile  %s (a sample is a position holding an event)\n", rep.Verdict)
+		perCall := ""
+		if k := cfg.Train.StepsPerCall; k > 1 {
+			perCall = fmt.Sprintf("; a profiled step is one call of %d optimizer steps", k)
+		}
+		fmt.Fprintf(out, "profile  %s (a sample is a position holding an event%s)\n", rep.Verdict, perCall)
 	}
 	fmt.Fprintf(out, "run      %s\n", dir)
 	return res, nil
