@@ -722,6 +722,15 @@ func TestSequenceGuardPolicies(t *testing.T) {
 	if err == nil || res.Rollbacks != maxRollbacks || !strings.Contains(string(data), "still non-finite after") {
 		t.Fatalf("rollback, poison everywhere: %+v %v\n%s\n%s", res, err, stderr.String(), data)
 	}
+	// The same with 2 steps per call: the run rolls back to call
+	// boundaries and the rollbacks run out as before.
+	c.Train.StepsPerCall, c.Train.CheckpointEvery = 2, 2
+	stderr.Reset()
+	res, err = Train(context.Background(), c, opt, &stderr)
+	data, _ = os.ReadFile(filepath.Join(res.RunDir, "guard.json"))
+	if err == nil || res.Rollbacks != maxRollbacks || !strings.Contains(string(data), "still non-finite after") {
+		t.Fatalf("rollback, poison everywhere, 2 steps per call: %+v %v\n%s\n%s", res, err, stderr.String(), data)
+	}
 }
 
 // TestSequenceEvalEvery: a sequence run validates every eval_every steps
