@@ -268,7 +268,7 @@ func (p *Parallel) shardLast(exec *Exec, ninputs, nsharded int) *Exec {
 // rate lrs[i], and rows[i][d] holds device d's share of its rows. It
 // returns device 0's StepOuts.
 func (p *Parallel) StepN(lrs []float64, mean, std []*tensors.Tensor, rows [][]*tensors.Tensor) ([]StepOut, error) {
-	s, k := p.s, len(lrs)
+	k := len(lrs)
 	if k == 0 || len(rows) != k {
 		return nil, fmt.Errorf("train: StepN: %d learning rates and %d row sets, want the same number, at least 1", k, len(rows))
 	}
@@ -277,20 +277,27 @@ func (p *Parallel) StepN(lrs []float64, mean, std []*tensors.Tensor, rows [][]*t
 		exec = p.compileSteps(k)
 		p.execN[k] = exec
 	}
-	start := time.Now()
-	outs, err := p.call(exec, func(st *State) *tensors.Tensor { return s.hyperN(st, lrs) }, func(d int) []any {
+	return p.stepN(exec, "steps", lrs, func(d int) []any {
 		tail := []any{mean[d], std[d], p.data[d].Features, p.data[d].Labels}
 		for i := range rows {
 			tail = append(tail, rows[i][d])
 		}
 		return tail
 	})
+}
+
+// stepN runs exec, len(lrs) chained steps (see Stepper.chainSteps), on
+// every replica, device d's inputs after its state being tail(d), and
+// returns device 0's StepOuts; what names the steps in an error.
+func (p *Parallel) stepN(exec *Exec, what string, lrs []float64, tail func(d int) []any) ([]StepOut, error) {
+	start := time.Now()
+	outs, err := p.call(exec, func(st *State) *tensors.Tensor { return p.s.hyperN(st, lrs) }, tail)
 	if err != nil {
-		return nil, fmt.Errorf("train: data-parallel steps %d-%d: %w", p.reps[0].Step, p.reps[0].Step+int64(k)-1, err)
+		return nil, fmt.Errorf("train: data-parallel %s %d-%d: %w", what, p.reps[0].Step, p.reps[0].Step+int64(len(lrs))-1, err)
 	}
 	var res []StepOut
 	for d, st := range p.reps {
-		if o := s.unpackN(st, outs[d], lrs, start); d == 0 {
+		if o := p.s.unpackN(st, outs[d], lrs, start); d == 0 {
 			res = o
 		}
 	}
@@ -744,24 +751,13 @@ func (p *Parallel) StepSeqN(lrs []float64, mean, std []*tensors.Tensor, x, seg, 
 		}
 		p.seqN[k] = exec
 	}
-	start := time.Now()
-	outs, err := p.call(exec, func(st *State) *tensors.Tensor { return s.hyperN(st, lrs) }, func(d int) []any {
+	return p.stepN(exec, "sequence steps", lrs, func(d int) []any {
 		tail := []any{mean[d], std[d]}
 		for i := range k {
 			tail = append(tail, x[i][d], seg[i][d], y[i][d])
 		}
 		return tail
 	})
-	if err != nil {
-		return nil, fmt.Errorf("train: data-parallel sequence steps %d-%d: %w", p.reps[0].Step, p.reps[0].Step+int64(k)-1, err)
-	}
-	var res []StepOut
-	for d, st := range p.reps {
-		if o := s.unpackN(st, outs[d], lrs, start); d == 0 {
-			res = o
-		}
-	}
-	return res, nil
 }
 
 // checkSeq refuses a sequence step's inputs unless there is one of each

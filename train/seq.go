@@ -168,29 +168,11 @@ func (s *Stepper) StepSeqN(st *State, lrs []float64, mean, std *tensors.Tensor, 
 	if s.accum != 1 {
 		return nil, fmt.Errorf("train: StepSeqN does not support gradient accumulation")
 	}
-	start := time.Now()
-	s.fillAux(st)
-	if s.seqNExec == nil {
-		s.seqNExec = map[int]*Exec{}
-	}
-	exec := s.seqNExec[k]
-	if exec == nil {
-		exec = MustNewExec(s.backend, s.chainSteps(s.seqGraph, k, 2, 3)).WithName(fmt.Sprintf("train_steps_seq_%d", k))
-		s.seqNExec[k] = exec
-	}
-	args, err := s.stateArgsWith(st, s.hyperN(st, lrs), 0, 2+3*k)
-	if err != nil {
-		return nil, err
-	}
-	args = append(args, mean, std)
+	tail := append(make([]any, 0, 2+3*k), mean, std)
 	for i := range k {
-		args = append(args, x[i], seg[i], y[i])
+		tail = append(tail, x[i], seg[i], y[i])
 	}
-	outs, err := exec.Call(args...)
-	if err != nil {
-		return nil, fmt.Errorf("train: sequence steps %d-%d: %w", st.Step, st.Step+int64(k)-1, err)
-	}
-	return s.unpackN(st, outs, lrs, start), nil
+	return s.runN(&s.seqNExec, "train_steps_seq", "sequence steps", func() func([]*Node) []*Node { return s.chainSteps(s.seqGraph, k, 2, 3) }, st, lrs, tail)
 }
 
 // PredictSeq returns the logits [B, T, C] of a sequence batch.

@@ -765,27 +765,37 @@ func (s *Stepper) StepRowsN(st *State, lrs []float64, mean, std *tensors.Tensor,
 	if s.accum != 1 {
 		return nil, fmt.Errorf("train: StepRowsN does not support gradient accumulation")
 	}
+	tail := append(make([]any, 0, 4+k), mean, std, data.Features, data.Labels)
+	for _, r := range rows {
+		tail = append(tail, r)
+	}
+	return s.runN(&s.rowsNExec, "train_steps", "steps", func() func([]*Node) []*Node { return s.rowsGraphN(data.Window, k) }, st, lrs, tail)
+}
+
+// runN runs len(lrs) chained steps of st (see chainSteps) in one call of
+// the Exec that cache holds for that number of steps, built on first use
+// from graph and named name_k: the state arguments, hyperN's, then tail.
+// It moves the outputs into st and returns one StepOut per step (unpackN);
+// what names the steps in an error.
+func (s *Stepper) runN(cache *map[int]*Exec, name, what string, graph func() func([]*Node) []*Node, st *State, lrs []float64, tail []any) ([]StepOut, error) {
+	k := len(lrs)
 	start := time.Now()
 	s.fillAux(st)
-	if s.rowsNExec == nil {
-		s.rowsNExec = map[int]*Exec{}
+	if *cache == nil {
+		*cache = map[int]*Exec{}
 	}
-	exec := s.rowsNExec[k]
+	exec := (*cache)[k]
 	if exec == nil {
-		exec = MustNewExec(s.backend, s.rowsGraphN(data.Window, k)).WithName(fmt.Sprintf("train_steps_%d", k))
-		s.rowsNExec[k] = exec
+		exec = MustNewExec(s.backend, graph()).WithName(fmt.Sprintf("%s_%d", name, k))
+		(*cache)[k] = exec
 	}
-	args, err := s.stateArgsWith(st, s.hyperN(st, lrs), 0, 4+k)
+	args, err := s.stateArgsWith(st, s.hyperN(st, lrs), 0, len(tail))
 	if err != nil {
 		return nil, err
 	}
-	args = append(args, mean, std, data.Features, data.Labels)
-	for _, r := range rows {
-		args = append(args, r)
-	}
-	outs, err := exec.Call(args...)
+	outs, err := exec.Call(append(args, tail...)...)
 	if err != nil {
-		return nil, fmt.Errorf("train: steps %d-%d: %w", st.Step, st.Step+int64(k)-1, err)
+		return nil, fmt.Errorf("train: %s %d-%d: %w", what, st.Step, st.Step+int64(k)-1, err)
 	}
 	return s.unpackN(st, outs, lrs, start), nil
 }
