@@ -283,17 +283,13 @@ func TestParallelAccumulationEqualsOneDevice(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := o.Value(o.Loss); math.Abs(float64(got-want[i])) > 1e-5*math.Abs(float64(want[i])) || o.Applied != ((i+1)%k == 0) {
+			if got := o.Value(o.Loss); !lossNear(got, want[i]) || o.Applied != ((i+1)%k == 0) {
 				t.Errorf("%s, micro-batch %d: loss %v applied %v, one device %v", strat, i, got, o.Applied, want[i])
 			}
 		}
 		if st.Step != updates {
 			t.Fatalf("%s: %d updates, want %d", strat, st.Step, updates)
 		}
-		if d := maxParamDiff(sr, st); d > 1e-5 {
-			t.Errorf("%s: parameters after %d updates differ from one device's by up to %g", strat, updates, d)
-		} else {
-			t.Logf("%s on %d devices: losses within 1e-5 relative, parameters within %.1e of one device's", strat, n, d)
-		}
+		paramsNear(t, fmt.Sprintf("%s on %d devices, after %d updates", strat, n, updates), sr, st)
 	}
 }

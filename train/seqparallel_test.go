@@ -1,6 +1,7 @@
 package train
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -124,6 +125,25 @@ func TestSeqReplicasStepOnOneDevice(t *testing.T) {
 	}
 }
 
+// lossNear reports whether a loss on several devices is within 1e-5,
+// relative, of one device's: the multi-GPU tests' tolerance for fp32
+// sums taken in another order.
+func lossNear(got, want float32) bool {
+	return math.Abs(float64(got-want)) <= 1e-5*math.Abs(float64(want))
+}
+
+// paramsNear fails t unless st's parameters are within 1e-5 of ref's, the
+// one-device run's (the multi-GPU tests' tolerance), and logs how close
+// they came; what names the case.
+func paramsNear(t *testing.T, what string, ref, st *State) {
+	t.Helper()
+	if d := maxParamDiff(ref, st); d > 1e-5 {
+		t.Errorf("%s: parameters differ from one device's by up to %g", what, d)
+	} else {
+		t.Logf("%s: losses within 1e-5 relative, parameters within %.1e of one device's", what, d)
+	}
+}
+
 func maxParamDiff(a, b *State) float64 {
 	var d float64
 	for i := range a.Params {
@@ -185,15 +205,11 @@ func TestSeqParallelEqualsStacked(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if got := o.Value(o.Loss); math.Abs(float64(got-want[i])) > 1e-5*math.Abs(float64(want[i])) {
+					if got := o.Value(o.Loss); !lossNear(got, want[i]) {
 						t.Errorf("%s %s %s, step %d: loss %v, one device %v", m.Arch(), layout, strat, i, got, want[i])
 					}
 				}
-				if d := maxParamDiff(sr, st); d > 1e-5 {
-					t.Errorf("%s %s %s: parameters after %d steps differ from one device's by up to %g", m.Arch(), layout, strat, steps, d)
-				} else {
-					t.Logf("%s %s %s: losses within 1e-5 relative, parameters within %.1e of one device's", m.Arch(), layout, strat, d)
-				}
+				paramsNear(t, fmt.Sprintf("%s %s %s on %d devices, after %d steps", m.Arch(), layout, strat, n, steps), sr, st)
 			}
 		}
 	}
@@ -397,16 +413,12 @@ func TestSeqParallelAccumulationEqualsStacked(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, o := range outs {
-				if got := o.Value(o.Loss); math.Abs(float64(got-want[i])) > 1e-5*math.Abs(float64(want[i])) {
+				if got := o.Value(o.Loss); !lossNear(got, want[i]) {
 					t.Errorf("%s update %d micro-batch %d: loss %v, one device %v", layout, u, i, got, want[i])
 				}
 			}
 		}
-		if d := maxParamDiff(sr, st); d > 1e-5 {
-			t.Errorf("%s: parameters after %d updates differ from one device's by up to %g", layout, updates, d)
-		} else {
-			t.Logf("%s on %d devices: losses within 1e-5 relative, parameters within %.1e of one device's", layout, n, d)
-		}
+		paramsNear(t, fmt.Sprintf("%s on %d devices, after %d updates", layout, n, updates), sr, st)
 	}
 }
 
@@ -558,15 +570,11 @@ func TestSeqParallelStepNEqualsStacked(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, o := range outs {
-				if got := o.Value(o.Loss); math.Abs(float64(got-want[i])) > 1e-5*math.Abs(float64(want[i])) {
+				if got := o.Value(o.Loss); !lossNear(got, want[i]) {
 					t.Errorf("%s %s step %d: loss %v, one device %v", layout, strat, i, got, want[i])
 				}
 			}
-			if d := maxParamDiff(sr, st); d > 1e-5 {
-				t.Errorf("%s %s: parameters after %d steps in one call differ from one device's by up to %g", layout, strat, k, d)
-			} else {
-				t.Logf("%s %s on %d devices: losses within 1e-5 relative, parameters within %.1e of one device's", layout, strat, n, d)
-			}
+			paramsNear(t, fmt.Sprintf("%s %s on %d devices, after %d steps in one call", layout, strat, n, k), sr, st)
 		}
 	}
 }
