@@ -688,9 +688,9 @@ func reportOutcome(res *Result, man *manifest.Manifest, ev train.EvalResult) {
 
 // dataParallel returns the number of devices the run's device spec names
 // and the data-parallel options, refusing what several devices do not
-// support yet (rollback) and a batch that does not split over them. It also sets an
-// MLP's WeightGradsFirst as train.dp_weight_grads_first asks, on several
-// devices only (one has no all-reduce to overlap).
+// support yet (rollback) and a batch that does not split over them. It
+// also sets an MLP's WeightGradsFirst as train.dp_weight_grads_first asks,
+// on several devices only (one has no all-reduce to overlap).
 func dataParallel(cfg Config, spec device.Spec, m model.Model) (int, train.ParallelOptions, error) {
 	n := max(1, len(spec.IDs))
 	if mlp, ok := m.(*model.MLP); ok {
