@@ -42,6 +42,7 @@
 package profile
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -139,6 +140,10 @@ type Config struct {
 	// on its own (see Recorder.Collective) takes more than this share of the
 	// p50 step. Default 0.20.
 	CommShare float64
+	// StragglerRatio flags a straggler when a device's share of a
+	// data-parallel step, timed alone (see Recorder.Devices), takes more
+	// than this times the median device's. Default 1.10.
+	StragglerRatio float64
 
 	// FLOPsPerSample and PeakFLOPs (FLOP/s of the device), when set, add
 	// achieved FLOP/s and model FLOPs utilisation (MFU) to the report.
@@ -192,6 +197,7 @@ func (c Config) withDefaults() Config {
 	floats(&c.SlowShare, 0.01)
 	floats(&c.DriftDrop, 0.20)
 	floats(&c.CommShare, 0.20)
+	floats(&c.StragglerRatio, 1.10)
 	return c
 }
 
@@ -235,6 +241,11 @@ func (r *stepRec) reset() {
 		r.marks[i] = ""
 	}
 	r.nmarks = 0
+}
+
+// marked reports whether the step carries mark kind.
+func (r *stepRec) marked(kind string) bool {
+	return slices.Contains(r.marks[:r.nmarks], kind)
 }
 
 // coincident fills out with what coincided with the step: "gc", "compile",
@@ -353,6 +364,8 @@ type Recorder struct {
 	rt runtimeSampler
 
 	collectives []CollectiveStat
+	devNames    []string
+	devMs       [][]float64 // by device, one per probe
 
 	mu        sync.Mutex // guards the fields below
 	spans     []stageSpan
@@ -603,7 +616,7 @@ func (p *Recorder) flagSlow(r *stepRec, wall, med int64) {
 	if r.compiles > 0 || r.phase[Compile] > 0 {
 		p.slowCompN++
 		p.slowCompEx += wall - med
-	} else if r.phase[Eval] > 0 || r.phase[Checkpoint] > 0 {
+	} else if r.phase[Eval] > 0 || r.phase[Checkpoint] > 0 || r.marked("probe") {
 		p.slowPlanN++
 		p.slowPlanEx += wall - med
 	}
@@ -687,6 +700,26 @@ func (p *Recorder) commit(r *stepRec) {
 // bound on what the collective costs the step.
 func (p *Recorder) Collective(name string, devices int, bytes int64, d time.Duration) {
 	p.collectives = append(p.collectives, CollectiveStat{Name: name, Devices: devices, Bytes: bytes, Ms: float64(d) / ms})
+}
+
+// Devices records a probe of the devices of a data-parallel step: d[i] is
+// device names[i]'s share of the step timed on its own, without the
+// collectives (see train.Runner.ProbeDevices). The report gives each
+// device's median over the probes and flags a device slower than
+// Config.StragglerRatio times the median device's: in the step the others
+// wait for it at every all-reduce. Devices marks the current step
+// "probe", planned work like an evaluation, which a slow-steps finding
+// leaves out; time the probe itself with End(Other, t). Every call must
+// name the same devices.
+func (p *Recorder) Devices(names []string, d []time.Duration) {
+	p.Mark("probe")
+	if len(p.devNames) == 0 {
+		p.devNames = slices.Clone(names)
+		p.devMs = make([][]float64, len(names))
+	}
+	for i := range min(len(d), len(p.devMs)) {
+		p.devMs[i] = append(p.devMs[i], float64(d[i])/ms)
+	}
 }
 
 // Span records a span of work done by another goroutine (a prefetch worker,

@@ -491,3 +491,54 @@ func TestCommBound(t *testing.T) {
 		}
 	}
 }
+
+// TestStraggler: probes of the devices (Recorder.Devices) give each
+// device's median; one device 1.6× the median device's is a straggler
+// finding that names it, even devices are not, and the steps that ran a
+// probe (5 ms of Other each) are planned work, not slow steps.
+func TestStraggler(t *testing.T) {
+	names := []string{"gpu:0", "gpu:1", "gpu:2", "gpu:3"}
+	for _, c := range []struct {
+		slow time.Duration // device 2's share alone
+		flag bool
+	}{{1600 * time.Microsecond, true}, {1040 * time.Microsecond, false}} {
+		clk := newClock()
+		p := New(Config{Now: clk.Now})
+		simulate(p, clk, 200, func(int) phases { return phases{device: 2 * time.Millisecond} }, func(i int) {
+			if i%40 != 20 {
+				return
+			}
+			t0 := p.Start()
+			clk.Advance(5 * time.Millisecond)
+			jitter := time.Duration(i/4) * time.Microsecond
+			p.Devices(names, []time.Duration{time.Millisecond + jitter, time.Millisecond, c.slow, 990 * time.Microsecond})
+			p.End(Other, t0)
+		})
+		r := p.Report()
+		if len(r.Devices) != 4 || r.Devices[2].Device != "gpu:2" || r.Devices[2].Probes != 5 {
+			t.Fatalf("devices %+v", r.Devices)
+		}
+		if got, want := r.Devices[2].Ms, float64(c.slow)/1e6; math.Abs(got-want) > 1e-9 {
+			t.Errorf("gpu:2 median %v ms, want %v", got, want)
+		}
+		if got := r.Devices[0].MaxMs; math.Abs(got-1.045) > 1e-9 {
+			t.Errorf("gpu:0 max %v ms, want 1.045 (the last probe's)", got)
+		}
+		if want := r.StepMs.P50 - max(1.025, float64(c.slow)/1e6); math.Abs(r.BeyondSlowestMs-want) > 1e-9 || want < 0.3 {
+			t.Errorf("beyond the slowest %v ms, want %v", r.BeyondSlowestMs, want)
+		}
+		got := kinds(r)
+		if c.flag != slices.Contains(got, "straggler") || slices.Contains(got, "slow-steps") {
+			t.Errorf("gpu:2 at %v: findings %v\n%s", c.slow, got, r)
+		}
+		if c.flag {
+			want := "straggler: gpu:2 takes 1.60 ms for its share of the step on its own, 1.60× the median device's 1.00 ms"
+			if msg := r.Findings[0].Message; !strings.HasPrefix(msg, want) {
+				t.Errorf("message %q, want prefix %q", msg, want)
+			}
+		}
+		if s := r.String(); !strings.Contains(s, "gpu:2 ") || !strings.Contains(s, "beyond the slowest") {
+			t.Errorf("text report lacks the devices:\n%s", s)
+		}
+	}
+}

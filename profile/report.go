@@ -50,6 +50,14 @@ type Report struct {
 	// Collectives are the per-step collectives timed on their own (data
 	// parallel: the gradient all-reduce).
 	Collectives []CollectiveStat `json:"collectives,omitempty"`
+	// Devices are the devices of a data-parallel step, each one's share of
+	// the step timed on its own (Recorder.Devices), in the order given.
+	Devices []DeviceStat `json:"devices,omitempty"`
+	// BeyondSlowestMs is the p50 step less the slowest device's share
+	// alone: what the step spends beyond its slowest device's own work
+	// (collectives not hidden behind computation, the call on several
+	// devices); 0 without Devices.
+	BeyondSlowestMs float64 `json:"beyond_slowest_ms,omitempty"`
 
 	// Findings are ranked by Cost, the largest first.
 	Findings []Finding `json:"findings"`
@@ -140,10 +148,22 @@ type CollectiveStat struct {
 	Share float64 `json:"share"`
 }
 
+// DeviceStat is one device's share of a data-parallel step, timed on its
+// own, without the collectives.
+type DeviceStat struct {
+	Device string  `json:"device"`
+	Ms     float64 `json:"ms"` // median over the probes
+	MaxMs  float64 `json:"max_ms"`
+	Probes int     `json:"probes"`
+	// Ratio is Ms over the median device's Ms (with an even number of
+	// devices, the lower of the two middle ones).
+	Ratio float64 `json:"ratio"`
+}
+
 // Finding is the result of a detector that fired.
 type Finding struct {
-	// Kind is "input-bound", "sync-bound", "comm-bound", "slow-steps",
-	// "recompile-storm" or "throughput-drift".
+	// Kind is "input-bound", "sync-bound", "comm-bound", "straggler",
+	// "slow-steps", "recompile-storm" or "throughput-drift".
 	Kind string `json:"kind"`
 	// Cost estimates the share of wall time at stake; findings are ranked by it.
 	Cost    float64 `json:"cost"`
@@ -282,11 +302,37 @@ func (p *Recorder) Report() *Report {
 		rep.Collectives = append(rep.Collectives, c)
 	}
 
+	rep.Devices = p.deviceStats()
+	if len(rep.Devices) > 0 {
+		slowest := slices.MaxFunc(rep.Devices, func(x, y DeviceStat) int { return cmp.Compare(x.Ms, y.Ms) })
+		rep.BeyondSlowestMs = max(0, rep.StepMs.P50-slowest.Ms)
+	}
+
 	if steady {
 		rep.Findings = p.detect(rep, a)
 	}
 	rep.Verdict = verdict(rep, steady)
 	return rep
+}
+
+// deviceStats summarises the probes recorded by Devices.
+func (p *Recorder) deviceStats() []DeviceStat {
+	if len(p.devNames) == 0 || len(p.devMs[0]) == 0 {
+		return nil
+	}
+	out := make([]DeviceStat, len(p.devNames))
+	meds := make([]float64, len(out))
+	for i, name := range p.devNames {
+		v := slices.Sorted(slices.Values(p.devMs[i]))
+		out[i] = DeviceStat{Device: name, Ms: v[len(v)/2], MaxMs: v[len(v)-1], Probes: len(v)}
+		meds[i] = out[i].Ms
+	}
+	slices.Sort(meds)
+	mid := meds[(len(meds)-1)/2]
+	for i := range out {
+		out[i].Ratio = ratioOf(out[i].Ms, mid)
+	}
+	return out
 }
 
 func ratioOf(x, y float64) float64 {
@@ -334,6 +380,16 @@ func (p *Recorder) detect(rep *Report, a *accum) []Finding {
 		}
 	}
 
+	if len(rep.Devices) > 1 && c.StragglerRatio > 0 {
+		slowest := slices.MaxFunc(rep.Devices, func(x, y DeviceStat) int { return cmp.Compare(x.Ratio, y.Ratio) })
+		if slowest.Ratio > c.StragglerRatio {
+			mid := slowest.Ms / slowest.Ratio
+			wait := slowest.Ms - mid
+			add("straggler", ratioOf(wait, rep.StepMs.P50), "%s takes %s for its share of the step on its own, %.2f× the median device's %s, and the others wait for it at every all-reduce (about %s, %s of the p50 step); look for another process on it (nvidia-smi), a lower clock or a hotter card, or run without it",
+				slowest.Device, fmtMs(slowest.Ms), slowest.Ratio, fmtMs(mid), fmtMs(wait), pct(ratioOf(wait, rep.StepMs.P50)))
+		}
+	}
+
 	storm := c.StormCompiles >= 0 && a.compiles > int64(c.StormCompiles)
 	if storm {
 		var steps []string
@@ -375,7 +431,7 @@ func (p *Recorder) detect(rep *Report, a *accum) []Finding {
 			if skipCompile && slices.Contains(s.Coincident, "compile") {
 				continue
 			}
-			if !slices.Contains(s.Coincident, "compile") && (slices.Contains(s.Coincident, "eval") || slices.Contains(s.Coincident, "checkpoint")) {
+			if !slices.Contains(s.Coincident, "compile") && (slices.Contains(s.Coincident, "eval") || slices.Contains(s.Coincident, "checkpoint") || slices.Contains(s.Coincident, "probe")) {
 				continue
 			}
 			if i == 10 {
@@ -544,6 +600,16 @@ func (r *Report) String() string {
 	}
 	for _, c := range r.Collectives {
 		fmt.Fprintf(&b, "collective %s: %d devices, %s each, %s alone (%s of the p50 step)\n", c.Name, c.Devices, fmtSize(c.Bytes), fmtMs(c.Ms), pct(c.Share))
+	}
+	if len(r.Devices) > 0 {
+		b.WriteString("devices, each one's share of the step alone (median of probes):")
+		for _, d := range r.Devices {
+			fmt.Fprintf(&b, " %s %s", d.Device, fmtMs(d.Ms))
+			if d.Ratio != 1 {
+				fmt.Fprintf(&b, " (%.2f×)", d.Ratio)
+			}
+		}
+		fmt.Fprintf(&b, "; the p50 step takes %s beyond the slowest (collectives and synchronisation not hidden)\n", fmtMs(r.BeyondSlowestMs))
 	}
 	if r.SlowCount > 0 {
 		fmt.Fprintf(&b, "slow steps: %d (%s)\n", r.SlowCount, countsText(r.SlowBy))

@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 
+	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/gallop-dev/gallop/batch"
@@ -23,6 +24,7 @@ type Runner struct {
 	p         *Parallel   // n > 1
 	mean, std []*tensors.Tensor
 	host      []int32
+	probe     *Exec // ProbeDevices'
 }
 
 // NewRunner copies w's samples (Windows.Flat) and the normalisation to
@@ -166,6 +168,7 @@ type SeqRunner struct {
 	mean, std []*tensors.Tensor
 	x, seg, y []*tensors.Tensor
 	outs      []StepOut // Accumulate's
+	probe     *Exec     // ProbeDevices'
 }
 
 // NewSeqRunner copies the normalisation to each of n devices of s's

@@ -9,7 +9,8 @@
 #   GOEXPERIMENT=simd go test -c -ldflags="-s -w" -o .dev/train.test ./train
 # PART=a: tests, the large MLP and DeepLOB; PART=b: the GRU on packed
 # sequences and the loss curves; PART=c: a and b without DeepLOB and the
-# resume pair; PART=d: the large MLP with more micro-batches per update.
+# resume pair; PART=d: the large MLP with more micro-batches per update;
+# PART=e: the multi-GPU tests, and the GRU with several steps per call.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -76,5 +77,16 @@ if [ "${PART:-a}" = d ]; then
   MLP="--window 20 --hidden 4096,4096,4096,4096"
   for n in 1 4; do [ $n -le $N ] && r mlp1024-acc16 $n $MLP --batch-size $((1024*n)) --accumulate 16 --steps 16; done
   for n in 1 4; do [ $n -le $N ] && r mlp4096-acc4 $n $MLP --batch-size $((4096*n)) --accumulate 4 --steps 20; done
+fi
+if [ "${PART:-a}" = e ]; then
+  echo "== tests on gpu:$ALL"
+  GALLOP_TEST_DEVICES=gpu:$ALL timeout 300 ./.dev/train.test -test.run 'TestParallelAccumulationEqualsOneDevice|TestSeqParallel' -test.v 2>&1 | grep -E "^(---|ok|FAIL|PASS)|_test.go"
+  GRU="--arch gru --hidden 64 --layout packed"
+  for n in ${NS:-1 2 4}; do
+    [ $n -le $N ] || continue
+    for k in ${SPC:-1 4 8}; do
+      r gru128-spc$k $n $GRU --batch-size $((128*n)) --steps $((k*60)) --steps-per-call $k
+    done
+  done
 fi
 exit 0

@@ -25,6 +25,7 @@ type dispatcher struct {
 	watcher   *guard.Watcher
 	rec       *profile.Recorder
 	perCall   int
+	probe     *deviceProbe // nil: no device probes
 
 	calls   int
 	pending []*batch.Batch // queued for the next StepRowsN call
@@ -50,6 +51,10 @@ func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile
 		for _, pb := range d.pending {
 			d.rows = append(d.rows, pb.Rows)
 		}
+		var err error
+		if t, err = d.probeDevices(st, d.rows[0], t); err != nil {
+			return t, err
+		}
 		outs, err := d.runner.StepN(st, d.lrs, d.rows)
 		if err != nil {
 			return t, err
@@ -64,6 +69,9 @@ func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile
 	var out train.StepOut
 	var err error
 	if d.runner != nil {
+		if t, err = d.probeDevices(st, b.Rows, t); err != nil {
+			return t, err
+		}
 		out, err = d.runner.Step(st, lr, b.Rows)
 	} else {
 		out, err = d.stepper.Step(st, lr, d.mean, d.std, b.X, b.Y)
@@ -75,6 +83,19 @@ func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile
 	d.watcher.Observe(out, b.Index)
 	d.loader.Release(b)
 	return end(d.rec, profile.Device, t), nil
+}
+
+// probeDevices times each device's share of the step on rows when a
+// probe is due (see deviceProbe), before the step runs.
+func (d *dispatcher) probeDevices(st *train.State, rows *tensors.Tensor, t profile.Stamp) (profile.Stamp, error) {
+	if !d.probe.due(st.Step) {
+		return t, nil
+	}
+	times, err := d.runner.ProbeDevices(st, rows, probeReps)
+	if err != nil {
+		return t, fmt.Errorf("train: step %d: %w", st.Step, err)
+	}
+	return d.probe.record(st.Step, times, t), nil
 }
 
 // charge records the time since t as dispatch, or as compilation of graph

@@ -49,7 +49,7 @@ func resumeMayChange(key string) bool {
 		"train.steps_per_call", "train.dp_strategy", "train.dp_reduce", "train.dp_bucket_mb", "train.dp_weight_grads_first",
 		"train.eval_every", "train.checkpoint_every", "train.keep_checkpoints", "train.prefetch",
 		"train.guard_lag", "train.on_nonfinite", "train.rollback_lr_factor", "train.spike_z",
-		"train.profile", "train.select_best":
+		"train.profile", "train.device_probe_every", "train.select_best":
 		return true
 	}
 	return false

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gallop-dev/gallop/batch"
 	"github.com/gallop-dev/gallop/data/feature"
+	"github.com/gallop-dev/gallop/device"
 	"github.com/gallop-dev/gallop/guard"
 	"github.com/gallop-dev/gallop/manifest"
 	"github.com/gallop-dev/gallop/model"
@@ -181,6 +182,12 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 	from := r.st.Step
 	start := time.Now()
 	rec := r.rec
+	spec, err := device.Parse(c.Device)
+	if err != nil {
+		w.Close()
+		return 0, "", err
+	}
+	probe := newDeviceProbe(rec, spec, n, c.Train.DeviceProbeEvery, from)
 	lrScale := 1.0
 	for step := from; step < int64(c.Train.Steps); step++ {
 		if rec != nil {
@@ -205,7 +212,14 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			}
 			epoch.add(bs[i*n : (i+1)*n])
 		}
-		var err error
+		if probe.due(step) {
+			times, err := r.runner.ProbeDevices(r.st, bs[:n], probeReps)
+			if err != nil {
+				w.Close()
+				return step - from, lastCkpt, fmt.Errorf("train: step %d: %w", step, err)
+			}
+			t = probe.record(step, times, t)
+		}
 		switch {
 		case K > 1:
 			for i := range lrs {
