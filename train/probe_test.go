@@ -38,10 +38,20 @@ func TestProbeDevicesLeavesTraining(t *testing.T) {
 		}
 		defer l.Close()
 		var losses []float32
+		var compiled <-chan error
 		for i := range steps {
 			b, err := l.Next(ctx)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if probe && i == 0 {
+				// Compiled on another goroutine while step 0 runs.
+				compiled = r.CompileProbe(st, b.Rows)
+			}
+			if probe && i == 1 {
+				if err := <-compiled; err != nil {
+					t.Fatal(err)
+				}
 			}
 			if probe && i%2 == 1 {
 				times, err := r.ProbeDevices(st, b.Rows, 2)
@@ -83,6 +93,11 @@ func TestProbeDevicesLeavesTraining(t *testing.T) {
 		}
 		var losses []float32
 		for i, bs := range seqSteps {
+			if probe && i == 1 {
+				if err := <-r.CompileProbe(st, bs); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if probe {
 				times, err := r.ProbeDevices(st, bs, 1)
 				if err != nil {
@@ -117,5 +132,8 @@ func TestProbeDevicesLeavesTraining(t *testing.T) {
 	r, _ := NewSeqRunner(s, s.NewState(4), norm, 1, ParallelOptions{})
 	if _, err := r.ProbeDevices(s.NewState(4), seqSteps[0][:0], 1); err == nil {
 		t.Error("a probe of one device given no batch: no error")
+	}
+	if err := <-r.CompileProbe(s.NewState(4), nil); err == nil {
+		t.Error("compiling a probe of one device given no batch: no error")
 	}
 }

@@ -34,8 +34,11 @@ r() { # name gallop flags...
   timeout ${TO:-150} ./.dev/gallop train --quiet --events ${EVENTS:-60000} --eval-every 0 --checkpoint-every 0 \
     --device gpu:$ALL --runs-dir $dir "$@" > $dir.log 2>&1 || { echo "$name: failed"; tail -5 $dir.log; return; }
   echo "$name: $(grep -oE 'then [0-9.]+ [µm]s/step' $dir.log) $(grep -oE 'busiest rank [0-9.]+×' $dir.log | tail -1)"
+  grep -E "device probes|first, with compilation" $dir.log | sed 's/^/  /'
   show $dir
+  cp $dir/*/profile.json $OUT/$name.profile.json 2>/dev/null
 }
+if [ "${PARTS:-dl seq}" != seq ]; then
 DL="--arch deeplob --window 100 --batch-size $((256*N)) --steps 150 --device-probe-every 25"
 r deeplob-clean $DL
 # Another process on GPU $SLOW: a matmul loop from PyTorch, for the whole run.
@@ -51,9 +54,10 @@ LOAD=$!
 sleep 5
 r deeplob-gpu$SLOW-loaded $DL
 kill $LOAD 2>/dev/null; wait $LOAD 2>/dev/null
+fi
 # Variable-length sequences, padded one per row: kk vs no balancing.
 for bal in kk none; do
-  r gru-padded-$bal --arch gru --hidden 64 --layout padded --seq-len 256 --seq-balance $bal \
-    --batch-size $((32*N)) --steps 300 --device-probe-every 25 --events ${EVENTS_SEQ:-100000}
+  r gru-padded-$bal --arch gru --hidden 64 --layout padded --seq-len ${SEQ_LEN:-256} --seq-balance $bal \
+    --batch-size $((${SEQ_B:-32}*N)) --steps ${SEQ_STEPS:-300} --device-probe-every ${SEQ_EVERY:-25} --events ${EVENTS_SEQ:-100000}
 done
 exit 0

@@ -88,7 +88,7 @@ func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile
 // probeDevices times each device's share of the step on rows when a
 // probe is due (see deviceProbe), before the step runs.
 func (d *dispatcher) probeDevices(st *train.State, rows *tensors.Tensor, t profile.Stamp) (profile.Stamp, error) {
-	if !d.probe.due(st.Step) {
+	if !d.probe.due(st.Step, func() <-chan error { return d.runner.CompileProbe(st, rows) }) {
 		return t, nil
 	}
 	times, err := d.runner.ProbeDevices(st, rows, probeReps)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"math"
 	"time"
 
 	"github.com/gallop-dev/gallop/device"
@@ -13,31 +15,61 @@ import (
 const probeReps = 5
 
 // deviceProbe schedules the device probes of a profiled data-parallel
-// run (train.Runner.ProbeDevices): the first a few steps in, while the
-// profiler still counts warm-up (it compiles the probe's graph), then
-// every train.device_probe_every steps.
+// run (train.Runner.ProbeDevices): a few steps in, the probe's graph
+// starts compiling on another goroutine while training goes on; the first
+// probe runs once it is compiled, then one every train.device_probe_every
+// steps.
 type deviceProbe struct {
 	rec         *profile.Recorder
+	log         io.Writer
 	names       []string
 	every, next int64
+	compiled    <-chan error // nil until compilation starts
+	started     time.Time
+	ready       bool
 }
 
 // newDeviceProbe returns the probe schedule of a run on spec's n devices
 // starting at step from, or nil (no probes) without profiling, on one
 // device or with every == 0.
-func newDeviceProbe(rec *profile.Recorder, spec device.Spec, n int, every int, from int64) *deviceProbe {
+func newDeviceProbe(rec *profile.Recorder, log io.Writer, spec device.Spec, n int, every int, from int64) *deviceProbe {
 	if rec == nil || n < 2 || every <= 0 {
 		return nil
 	}
-	p := &deviceProbe{rec: rec, every: int64(every), next: from + 5}
+	p := &deviceProbe{rec: rec, log: log, every: int64(every), next: from + 5}
 	for d := range n {
 		p.names = append(p.names, fmt.Sprintf("%s:%d", spec.Kind, spec.IDs[d]))
 	}
 	return p
 }
 
-// due reports whether a probe runs before the step at step.
-func (p *deviceProbe) due(step int64) bool { return p != nil && step >= p.next }
+// due reports whether a probe runs before the step at step. The first
+// time a probe would, it calls compile, which starts compiling the
+// probe's graph on another goroutine, and probes begin once that is done;
+// a failed compilation is logged and ends the probes, not the run.
+func (p *deviceProbe) due(step int64, compile func() <-chan error) bool {
+	if p == nil || step < p.next {
+		return false
+	}
+	if p.compiled == nil {
+		p.compiled, p.started = compile(), time.Now()
+	}
+	if !p.ready {
+		select {
+		case err := <-p.compiled:
+			if err != nil {
+				fmt.Fprintf(p.log, "profile  no device probes: %v\n", err)
+				p.next = math.MaxInt64
+				return false
+			}
+			p.ready = true
+			fmt.Fprintf(p.log, "profile  device probes from step %d (their graph compiled in %.1fs beside training)\n", step, time.Since(p.started).Seconds())
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // record hands the probe taken before step to the profiler, charges the
 // time since t (the probe's) to Other and returns the stamp after it.

@@ -187,7 +187,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 		w.Close()
 		return 0, "", err
 	}
-	probe := newDeviceProbe(rec, spec, n, c.Train.DeviceProbeEvery, from)
+	probe := newDeviceProbe(rec, r.log, spec, n, c.Train.DeviceProbeEvery, from)
 	lrScale := 1.0
 	for step := from; step < int64(c.Train.Steps); step++ {
 		if rec != nil {
@@ -212,7 +212,7 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			}
 			epoch.add(bs[i*n : (i+1)*n])
 		}
-		if probe.due(step) {
+		if probe.due(step, func() <-chan error { return r.runner.CompileProbe(r.st, bs[:n]) }) {
 			times, err := r.runner.ProbeDevices(r.st, bs[:n], probeReps)
 			if err != nil {
 				w.Close()

@@ -444,7 +444,7 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 	disp := &dispatcher{stepper: stepper, runner: runner, mean: mean, std: std,
 		loader: loader, watcher: watcher, rec: rec, perCall: cfg.Train.StepsPerCall}
 	if runner != nil {
-		disp.probe = newDeviceProbe(rec, spec, runner.Devices(), cfg.Train.DeviceProbeEvery, startStep)
+		disp.probe = newDeviceProbe(rec, stderr, spec, runner.Devices(), cfg.Train.DeviceProbeEvery, startStep)
 	}
 	trainStart := time.Now()
 	for step := startStep; step < int64(cfg.Train.Steps); step++ {
