@@ -71,16 +71,7 @@ func TestProbeDevicesLeavesTraining(t *testing.T) {
 		}
 		return st, losses
 	}
-	ref, want := rowsRun(false)
-	got, have := rowsRun(true)
-	for i := range want {
-		if have[i] != want[i] {
-			t.Errorf("rows, step %d: loss %v with probes, %v without", i, have[i], want[i])
-		}
-	}
-	if d := maxParamDiff(ref, got); d != 0 {
-		t.Errorf("rows: parameters with probes differ by up to %g", d)
-	}
+	sameRun(t, "rows", rowsRun)
 
 	gru, _ := model.NewGRU(4, feature.Count, 8, 3)
 	seqSteps := f.seqSteps(t, batch.Packed, 1, 6, steps)
@@ -115,19 +106,7 @@ func TestProbeDevicesLeavesTraining(t *testing.T) {
 		}
 		return st, losses
 	}
-	sref, swant := seqRun(false)
-	sgot, shave := seqRun(true)
-	for i := range swant {
-		if shave[i] != swant[i] {
-			t.Errorf("sequences, step %d: loss %v with probes, %v without", i, shave[i], swant[i])
-		}
-	}
-	if d := maxParamDiff(sref, sgot); d != 0 {
-		t.Errorf("sequences: parameters with probes differ by up to %g", d)
-	}
-	if sgot.Step != steps {
-		t.Errorf("sequences: state at step %d after %d steps with probes", sgot.Step, steps)
-	}
+	sameRun(t, "sequences", seqRun)
 	s := NewStepper(be, gru, DefaultOptimizer())
 	r, _ := NewSeqRunner(s, s.NewState(4), norm, 1, ParallelOptions{})
 	if _, err := r.ProbeDevices(s.NewState(4), seqSteps[0][:0], 1); err == nil {
@@ -135,5 +114,21 @@ func TestProbeDevicesLeavesTraining(t *testing.T) {
 	}
 	if err := <-r.CompileProbe(s.NewState(4), nil); err == nil {
 		t.Error("compiling a probe of one device given no batch: no error")
+	}
+}
+
+// sameRun fails t unless run(true), with probes, ends in the state and
+// with the losses of run(false), bit for bit, at the same step.
+func sameRun(t *testing.T, what string, run func(probe bool) (*State, []float32)) {
+	t.Helper()
+	ref, want := run(false)
+	got, have := run(true)
+	for i := range want {
+		if have[i] != want[i] {
+			t.Errorf("%s, step %d: loss %v with probes, %v without", what, i, have[i], want[i])
+		}
+	}
+	if d := maxParamDiff(ref, got); d != 0 || got.Step != ref.Step {
+		t.Errorf("%s: with probes at step %d (without, %d), parameters differ by up to %g", what, got.Step, ref.Step, d)
 	}
 }
