@@ -174,9 +174,26 @@ func newParallel(s *Stepper, st *State, n int, o ParallelOptions) (*Parallel, er
 		return nil, err
 	}
 	p := &Parallel{s: s, n: n, o: o, mesh: mesh, execN: map[int]*Exec{}}
+	if err := p.replicate(st); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// SetState makes st replica 0 and copies it to the other devices in place
+// of their replicas, keeping the compiled steps: after a rollback to a
+// checkpoint, say. The State given before it must not be stepped again.
+func (p *Parallel) SetState(st *State) error {
+	return p.replicate(st)
+}
+
+// replicate makes st replica 0 and copies it to devices 1..n-1 as the
+// other replicas.
+func (p *Parallel) replicate(st *State) error {
+	s := p.s
 	s.fillAux(st)
-	p.reps = []*State{st}
-	for d := 1; d < n; d++ {
+	reps := []*State{st}
+	for d := 1; d < p.n; d++ {
 		r := &State{Step: st.Step}
 		for _, g := range []struct {
 			src []*tensors.Tensor
@@ -185,32 +202,34 @@ func newParallel(s *Stepper, st *State, n int, o ParallelOptions) (*Parallel, er
 			for _, t := range g.src {
 				c, err := t.OnDeviceClone(s.backend, deviceNum(d))
 				if err != nil {
-					return nil, fmt.Errorf("train: replicating state to device %d: %w", d, err)
+					return fmt.Errorf("train: replicating state to device %d: %w", d, err)
 				}
 				*g.dst = append(*g.dst, c)
 			}
 		}
+		var err error
 		if r.Amp, err = st.Amp.OnDeviceClone(s.backend, deviceNum(d)); err != nil {
-			return nil, err
+			return err
 		}
 		// Each device sums its own micro-batches' gradients (zero between
 		// steps, when checkpoints are taken).
 		for _, t := range st.Acc {
 			c, err := t.OnDeviceClone(s.backend, deviceNum(d))
 			if err != nil {
-				return nil, fmt.Errorf("train: gradient sums to device %d: %w", d, err)
+				return fmt.Errorf("train: gradient sums to device %d: %w", d, err)
 			}
 			r.Acc = append(r.Acc, c)
 		}
 		if st.AccOK != nil {
 			if r.AccOK, err = st.AccOK.OnDeviceClone(s.backend, deviceNum(d)); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		r.Micro = st.Micro
-		p.reps = append(p.reps, r)
+		reps = append(reps, r)
 	}
-	return p, nil
+	p.reps = reps
+	return nil
 }
 
 // compileSteps returns the Exec of the data-parallel step (k == 0) or of

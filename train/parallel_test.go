@@ -3,10 +3,12 @@ package train
 import (
 	"fmt"
 	"math"
+	"os"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
@@ -291,5 +293,68 @@ func TestParallelAccumulationEqualsOneDevice(t *testing.T) {
 			t.Fatalf("%s: %d updates, want %d", strat, st.Step, updates)
 		}
 		paramsNear(t, fmt.Sprintf("%s on %d devices, after %d updates", strat, n, updates), sr, st)
+	}
+}
+
+// TestRunnerSetStateRestarts: a Runner given a checkpoint's State by
+// SetState (a rollback) takes the steps the uninterrupted run took from
+// there; on the devices of $GALLOP_TEST_DEVICES (data parallel, every
+// replica restarted) within the multi-GPU tolerance, and refusing to step
+// the State it had before; without it, on one CPU device, bit for bit.
+func TestRunnerSetStateRestarts(t *testing.T) {
+	be, n := compute.Backend(nil), 1
+	if os.Getenv("GALLOP_TEST_DEVICES") != "" {
+		be, n = testDevices(t)
+	} else {
+		be, _ = gocpu.New()
+	}
+	f := newFixture(t)
+	const B = 32
+	s := NewStepper(be, f.m, Optimizer{Name: "sgd", Momentum: 0.9})
+	_, rows := f.rowBatches(t, s, 100, 4, B)
+	norm := batch.Normalizer{Mean: tensors.MustCopyFlatData[float32](f.mean), Std: tensors.MustCopyFlatData[float32](f.std)}
+	for _, strat := range []Strategy{Sharding, Replicas} {
+		st := s.NewState(3)
+		r, err := NewRunner(s, st, f.w, norm, n, ParallelOptions{Strategy: strat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ckpt string
+		var want []float32
+		for i := range 4 {
+			if i == 2 {
+				if ckpt, err = SaveCheckpoint(t.TempDir(), f.m, st, Checkpoint{}, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			o, err := r.Step(st, 0.05, rows[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, o.Value(o.Loss))
+		}
+		ns, _, err := LoadCheckpoint(ckpt, f.m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.SetState(ns); err != nil {
+			t.Fatal(err)
+		}
+		for i := 2; i < 4; i++ {
+			o, err := r.Step(ns, 0.05, rows[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := o.Value(o.Loss); !lossNear(got, want[i]) || (n == 1 && got != want[i]) {
+				t.Errorf("%s, step %d after SetState: loss %v, uninterrupted %v", strat, i, got, want[i])
+			}
+		}
+		if d := maxParamDiff(st, ns); n == 1 && d != 0 {
+			t.Errorf("one device, restarted at step 2: parameters differ by up to %g", d)
+		}
+		paramsNear(t, fmt.Sprintf("%s on %d devices, restarted at step 2", strat, n), st, ns)
+		if _, err := r.Step(st, 0.05, rows[0]); n > 1 && err == nil {
+			t.Errorf("%s: stepping the State replaced by SetState: no error", strat)
+		}
 	}
 }

@@ -80,7 +80,7 @@ func (r *Runner) LoaderConfig(cfg batch.LoaderConfig) batch.LoaderConfig {
 // Step runs one optimizer step of st at learning rate lr on the samples
 // whose global rows are rows (int32 [B], Batch.Rows; B a multiple of
 // Devices). With several devices st must be the State the Runner was made
-// with (a State restored from a checkpoint needs a new Runner).
+// with or last given by SetState.
 func (r *Runner) Step(st *State, lr float64, rows *tensors.Tensor) (StepOut, error) {
 	if r.p == nil {
 		return r.s.StepRows(st, lr, r.mean[0], r.std[0], r.data, rows)
@@ -114,11 +114,31 @@ func (r *Runner) StepN(st *State, lrs []float64, rows []*tensors.Tensor) ([]Step
 	return r.p.StepN(lrs, r.mean, r.std, shards)
 }
 
+// SetState makes st the State the Runner trains, in place of the one it
+// was made with, keeping its compiled steps and resident data: after a
+// rollback to a checkpoint, say. With several devices st is copied to
+// each (Parallel.SetState), and the State given before must not be
+// stepped again.
+func (r *Runner) SetState(st *State) error {
+	return setState(&r.st, r.p, st)
+}
+
+// setState sets *cur to st and, with several devices (p), replicates it.
+func setState(cur **State, p *Parallel, st *State) error {
+	if p != nil {
+		if err := p.SetState(st); err != nil {
+			return err
+		}
+	}
+	*cur = st
+	return nil
+}
+
 // checkReplica refuses a State other than want, the replica 0 a
 // data-parallel runner of kind what was made with.
 func checkReplica(st, want *State, what string) error {
 	if st != want {
-		return fmt.Errorf("train: a data-parallel %s steps the State it was made with; make a new %s for another (e.g. one restored from a checkpoint)", what, what)
+		return fmt.Errorf("train: a data-parallel %s steps the State it was made with or was last given by SetState (e.g. one restored from a checkpoint)", what)
 	}
 	return nil
 }
@@ -204,6 +224,11 @@ func (r *SeqRunner) LoaderConfig(cfg batch.SeqLoaderConfig) batch.SeqLoaderConfi
 		cfg.Backend, cfg.Device = r.s.backend, deviceNum(cfg.Rank)
 	}
 	return cfg
+}
+
+// SetState makes st the State the SeqRunner trains (see Runner.SetState).
+func (r *SeqRunner) SetState(st *State) error {
+	return setState(&r.st, r.p, st)
 }
 
 // Devices is the number of devices the SeqRunner trains on.

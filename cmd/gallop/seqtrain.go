@@ -291,6 +291,9 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 				if err := open(&ck.Sampler); err != nil {
 					return stop(err.Error())
 				}
+				if err := r.runner.SetState(ns); err != nil { // on several GPUs, every replica
+					return stop(err.Error())
+				}
 				r.st, lrScale = ns, lrScale*c.Train.RollbackLRFactor
 				r.rollbacks++
 				fmt.Fprintf(r.log, "guard    %v\nguard    rolled back to %s (step %d), learning rate × %g\n", gerr, filepath.Base(lastCkpt), ck.Step, lrScale)

@@ -501,6 +501,12 @@ func Train(ctx context.Context, cfg Config, opt trainOptions, stderr io.Writer) 
 				}
 				disp.loader = loader
 				st = ns
+				if runner != nil {
+					// On several GPUs every replica restarts from the checkpoint.
+					if err := runner.SetState(st); err != nil {
+						return res, err
+					}
+				}
 				lrScale *= cfg.Train.RollbackLRFactor
 				res.Rollbacks++
 				fmt.Fprintf(stderr, "guard    %v\nguard    rolled back to %s (step %d), learning rate × %g\n", nf, filepath.Base(lastCkpt), ck.Step, lrScale)
@@ -690,8 +696,8 @@ func reportOutcome(res *Result, man *manifest.Manifest, ev train.EvalResult) {
 }
 
 // dataParallel returns the number of devices the run's device spec names
-// and the data-parallel options, refusing what several devices do not
-// support yet (rollback) and a batch that does not split over them. It
+// and the data-parallel options, refusing a batch that does not split
+// over the devices. It
 // also sets an MLP's WeightGradsFirst as train.dp_weight_grads_first asks,
 // on several devices only (one has no all-reduce to overlap).
 func dataParallel(cfg Config, spec device.Spec, m model.Model) (int, train.ParallelOptions, error) {
@@ -699,10 +705,7 @@ func dataParallel(cfg Config, spec device.Spec, m model.Model) (int, train.Paral
 	if mlp, ok := m.(*model.MLP); ok {
 		mlp.WeightGradsFirst = n > 1 && cfg.Train.DPWeightGradsFirst
 	}
-	switch {
-	case n > 1 && cfg.Train.OnNonFinite == "rollback":
-		return n, train.ParallelOptions{}, fmt.Errorf("train: --on-nonfinite rollback is not supported on several GPUs yet")
-	case cfg.Train.BatchSize%n != 0:
+	if cfg.Train.BatchSize%n != 0 {
 		return n, train.ParallelOptions{}, fmt.Errorf("train: batch size %d does not split over %d GPUs", cfg.Train.BatchSize, n)
 	}
 	po, err := train.ParseParallelOptions(cfg.Train.DPStrategy, cfg.Train.DPReduce)
