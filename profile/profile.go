@@ -218,6 +218,7 @@ type stepRec struct {
 	closed     bool
 	detail     bool // keep for the trace
 	slow       bool
+	planned    bool // marked by Planned
 	nspans     uint8
 	nmarks     uint8
 	syncs      int32
@@ -233,7 +234,7 @@ type stepRec struct {
 }
 
 func (r *stepRec) reset() {
-	r.hasFirst, r.began, r.closed, r.detail, r.slow = false, false, false, false, false
+	r.hasFirst, r.began, r.closed, r.detail, r.slow, r.planned = false, false, false, false, false, false
 	r.nspans, r.syncs, r.compiles, r.gc = 0, 0, 0, 0
 	r.samples, r.events, r.gcPause, r.median = 0, 0, 0, 0
 	r.phase = [numPhases]int64{}
@@ -241,11 +242,6 @@ func (r *stepRec) reset() {
 		r.marks[i] = ""
 	}
 	r.nmarks = 0
-}
-
-// marked reports whether the step carries mark kind.
-func (r *stepRec) marked(kind string) bool {
-	return slices.Contains(r.marks[:r.nmarks], kind)
 }
 
 // coincident fills out with what coincided with the step: "gc", "compile",
@@ -298,6 +294,7 @@ type accum struct {
 
 type slowRec struct {
 	step, wall, median int64
+	planned            bool // evaluated, checkpointed or marked Planned
 	nco                int
 	co                 [maxMarks + 4]string
 }
@@ -616,7 +613,7 @@ func (p *Recorder) flagSlow(r *stepRec, wall, med int64) {
 	if r.compiles > 0 || r.phase[Compile] > 0 {
 		p.slowCompN++
 		p.slowCompEx += wall - med
-	} else if r.phase[Eval] > 0 || r.phase[Checkpoint] > 0 || r.marked("probe") {
+	} else if r.phase[Eval] > 0 || r.phase[Checkpoint] > 0 || r.planned {
 		p.slowPlanN++
 		p.slowPlanEx += wall - med
 	}
@@ -624,6 +621,7 @@ func (p *Recorder) flagSlow(r *stepRec, wall, med int64) {
 
 	var s slowRec
 	s.step, s.wall, s.median = r.step, wall, med
+	s.planned = r.phase[Eval] > 0 || r.phase[Checkpoint] > 0 || r.planned
 	s.nco = r.coincident(&s.co)
 	p.countKinds(s.co[:s.nco])
 	if len(p.slow) < cap(p.slow) {
@@ -702,17 +700,25 @@ func (p *Recorder) Collective(name string, devices int, bytes int64, d time.Dura
 	p.collectives = append(p.collectives, CollectiveStat{Name: name, Devices: devices, Bytes: bytes, Ms: float64(d) / ms})
 }
 
+// Planned marks the current step with kind, as Mark does, as work the
+// loop chose to do beside the step (a device probe, its compilation on
+// another goroutine): a slow step so marked is listed with kind but left
+// out of the slow-steps finding, as one that evaluated or checkpointed.
+func (p *Recorder) Planned(kind string) {
+	p.Mark(kind)
+	p.cur.planned = true
+}
+
 // Devices records a probe of the devices of a data-parallel step: d[i] is
 // device names[i]'s share of the step timed on its own, without the
 // collectives (see train.Runner.ProbeDevices). The report gives each
 // device's median over the probes and flags a device slower than
 // Config.StragglerRatio times the median device's: in the step the others
-// wait for it at every all-reduce. Devices marks the current step
-// "probe", planned work like an evaluation, which a slow-steps finding
-// leaves out; time the probe itself with End(Other, t). Every call must
-// name the same devices.
+// wait for it at every all-reduce. Devices marks the current step Planned
+// "probe"; time the probe itself with End(Other, t). Every call must name
+// the same devices.
 func (p *Recorder) Devices(names []string, d []time.Duration) {
-	p.Mark("probe")
+	p.Planned("probe")
 	if len(p.devNames) == 0 {
 		p.devNames = slices.Clone(names)
 		p.devMs = make([][]float64, len(names))

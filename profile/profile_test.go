@@ -542,3 +542,34 @@ func TestStraggler(t *testing.T) {
 		}
 	}
 }
+
+// TestPlannedSlowSteps: slow steps marked Planned (work the loop chose,
+// such as compiling a device probe beside training) are listed with their
+// kind but are not a slow-steps finding; the same steps unmarked are.
+func TestPlannedSlowSteps(t *testing.T) {
+	for _, planned := range []bool{true, false} {
+		clk := newClock()
+		p := New(Config{Now: clk.Now})
+		simulate(p, clk, 200, func(i int) phases {
+			if i >= 100 && i < 106 {
+				return phases{device: 10 * time.Millisecond}
+			}
+			return phases{device: time.Millisecond}
+		}, func(i int) {
+			if planned && i >= 100 && i < 106 {
+				p.Planned("probe-compile")
+			}
+		})
+		r := p.Report()
+		if r.SlowCount != 6 {
+			t.Fatalf("planned %v: %d slow steps, want 6\n%s", planned, r.SlowCount, r)
+		}
+		s := r.SlowSteps[0]
+		if s.Planned != planned || planned != slices.Contains(s.Coincident, "probe-compile") {
+			t.Errorf("planned %v: slow step %+v", planned, s)
+		}
+		if got := slices.Contains(kinds(r), "slow-steps"); got == planned {
+			t.Errorf("planned %v: slow-steps finding %v\n%s", planned, got, r)
+		}
+	}
+}

@@ -96,6 +96,9 @@ type SlowStep struct {
 	Ms         float64  `json:"ms"`
 	MedianMs   float64  `json:"median_ms"`
 	Coincident []string `json:"coincident,omitempty"`
+	// Planned: the step also evaluated, checkpointed or did other work
+	// the loop chose (Recorder.Planned); such steps are not a finding.
+	Planned bool `json:"planned,omitempty"`
 }
 
 // Compiles counts compilations.
@@ -256,7 +259,7 @@ func (p *Recorder) Report() *Report {
 	slow := slices.Clone(p.slow)
 	slices.SortFunc(slow, func(x, y slowRec) int { return cmp.Compare(x.step, y.step) })
 	for _, s := range slow {
-		rep.SlowSteps = append(rep.SlowSteps, SlowStep{Step: s.step, Ms: float64(s.wall) / ms, MedianMs: float64(s.median) / ms, Coincident: slices.Clone(s.co[:s.nco])})
+		rep.SlowSteps = append(rep.SlowSteps, SlowStep{Step: s.step, Ms: float64(s.wall) / ms, MedianMs: float64(s.median) / ms, Coincident: slices.Clone(s.co[:s.nco]), Planned: s.planned})
 	}
 	if p.slowCount > 0 {
 		rep.SlowBy = make(map[string]int)
@@ -431,7 +434,7 @@ func (p *Recorder) detect(rep *Report, a *accum) []Finding {
 			if skipCompile && slices.Contains(s.Coincident, "compile") {
 				continue
 			}
-			if !slices.Contains(s.Coincident, "compile") && (slices.Contains(s.Coincident, "eval") || slices.Contains(s.Coincident, "checkpoint") || slices.Contains(s.Coincident, "probe")) {
+			if !slices.Contains(s.Coincident, "compile") && s.Planned {
 				continue
 			}
 			if i == 10 {

@@ -80,7 +80,7 @@ if [ "${PART:-a}" = d ]; then
 fi
 if [ "${PART:-a}" = e ]; then
   echo "== tests on gpu:$ALL"
-  [ "${TESTS:-1}" = 1 ] && GALLOP_TEST_DEVICES=gpu:$ALL timeout 300 ./.dev/train.test -test.run 'TestParallelAccumulationEqualsOneDevice|TestSeqParallel' -test.v 2>&1 | grep -E "^(---|ok|FAIL|PASS)|_test.go"
+  [ "${TESTS:-1}" = 1 ] && GALLOP_TEST_DEVICES=gpu:$ALL timeout 300 ./.dev/train.test -test.run 'TestParallelAccumulationEqualsOneDevice|TestSeqParallel|TestRunnerSetState' -test.v 2>&1 | grep -E "^(---|ok|FAIL|PASS)|_test.go"
   GRU="--arch gru --hidden 64 --layout packed"
   for n in ${NS:-1 2 4}; do
     [ $n -le $N ] || continue

@@ -45,8 +45,9 @@ func newDeviceProbe(rec *profile.Recorder, log io.Writer, spec device.Spec, n in
 
 // due reports whether a probe runs before the step at step. The first
 // time a probe would, it calls compile, which starts compiling the
-// probe's graph on another goroutine, and probes begin once that is done;
-// a failed compilation is logged and ends the probes, not the run.
+// probe's graph on another goroutine, and probes begin once that is done
+// (the steps meanwhile are marked Planned "probe-compile"); a failed
+// compilation is logged and ends the probes, not the run.
 func (p *deviceProbe) due(step int64, compile func() <-chan error) bool {
 	if p == nil || step < p.next {
 		return false
@@ -65,6 +66,9 @@ func (p *deviceProbe) due(step int64, compile func() <-chan error) bool {
 			p.ready = true
 			fmt.Fprintf(p.log, "profile  device probes from step %d (their graph compiled in %.1fs beside training)\n", step, time.Since(p.started).Seconds())
 		default:
+			// Compilation competes with the loop for the host: a step
+			// slowed by it is the probe's doing, not a finding.
+			p.rec.Planned("probe-compile")
 			return false
 		}
 	}
