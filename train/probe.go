@@ -18,17 +18,18 @@ import (
 // each device's median over reps rounds: the step compiled for one device
 // without its collectives (the forward pass, backward pass and update of
 // the Replicas strategy on the device's own rows of batch rows), launched
-// on every device at once and timed on each from its call to its result.
-// A warm-up round comes first, which also waits out the steps already
-// queued on the devices. st is read, not changed; it must be the State
-// the Runner was made with.
+// on every device at once (each round from the next device) and timed on
+// each from its call to its result. A warm-up round comes first, which
+// also waits out the steps already queued on the devices. st is read, not
+// changed; it must be the State the Runner steps (see SetState).
 //
 // In a data-parallel step the devices meet at the gradient all-reduce, so
 // the host sees one completion for all of them: the slowest device's time
 // is what every step waits for, and a device much slower than the others
 // (another process on it, a lower clock) is a straggler that only a probe
-// of the devices apart can name. The probe compiles once and costs about
-// reps+1 steps and a wait for the devices each time it runs.
+// of the devices apart can name. The probe's graph compiles on first use
+// (or ahead, on another goroutine, with CompileProbe) and each probe costs
+// about reps+1 steps and a wait for the devices.
 func (r *Runner) ProbeDevices(st *State, rows *tensors.Tensor, reps int) ([]time.Duration, error) {
 	states, args, done, err := r.probeArgs(st, rows)
 	if err != nil {
