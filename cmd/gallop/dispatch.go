@@ -88,14 +88,9 @@ func (d *dispatcher) step(st *train.State, b *batch.Batch, lr float64, t profile
 // probeDevices times each device's share of the step on rows when a
 // probe is due (see deviceProbe), before the step runs.
 func (d *dispatcher) probeDevices(st *train.State, rows *tensors.Tensor, t profile.Stamp) (profile.Stamp, error) {
-	if !d.probe.due(st.Step, func() <-chan error { return d.runner.CompileProbe(st, rows) }) {
-		return t, nil
-	}
-	times, err := d.runner.ProbeDevices(st, rows, probeReps)
-	if err != nil {
-		return t, fmt.Errorf("train: step %d: %w", st.Step, err)
-	}
-	return d.probe.record(st.Step, times, t), nil
+	return d.probe.take(st.Step, t,
+		func() <-chan error { return d.runner.CompileProbe(st, rows) },
+		func() ([]time.Duration, error) { return d.runner.ProbeDevices(st, rows, probeReps) })
 }
 
 // charge records the time since t as dispatch, or as compilation of graph

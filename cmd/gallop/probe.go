@@ -75,10 +75,19 @@ func (p *deviceProbe) due(step int64, compile func() <-chan error) bool {
 	return true
 }
 
-// record hands the probe taken before step to the profiler, charges the
-// time since t (the probe's) to Other and returns the stamp after it.
-func (p *deviceProbe) record(step int64, times []time.Duration, t profile.Stamp) profile.Stamp {
+// take runs measure, a probe of the devices, before the step at step when
+// one is due (see due; compile starts its graph's compilation), hands its
+// times to the profiler, charges the time since t to Other and returns the
+// stamp after it.
+func (p *deviceProbe) take(step int64, t profile.Stamp, compile func() <-chan error, measure func() ([]time.Duration, error)) (profile.Stamp, error) {
+	if !p.due(step, compile) {
+		return t, nil
+	}
+	times, err := measure()
+	if err != nil {
+		return t, fmt.Errorf("train: step %d: %w", step, err)
+	}
 	p.next = (step/p.every + 1) * p.every
 	p.rec.Devices(p.names, times)
-	return end(p.rec, profile.Other, t)
+	return end(p.rec, profile.Other, t), nil
 }

@@ -31,9 +31,11 @@ func TestDeviceProbeSchedule(t *testing.T) {
 			compiled <- nil
 		}
 		rec.BeginStep(step)
-		if p.due(step, compile) {
+		if _, err := p.take(step, rec.Start(), compile, func() ([]time.Duration, error) {
 			at = append(at, step)
-			p.record(step, []time.Duration{time.Millisecond, 3 * time.Millisecond}, rec.Start())
+			return []time.Duration{time.Millisecond, 3 * time.Millisecond}, nil
+		}); err != nil {
+			t.Fatal(err)
 		}
 		rec.EndStep(1, 1)
 	}

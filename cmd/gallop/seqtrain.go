@@ -212,13 +212,11 @@ func (r *seqRun) run(ctx context.Context, trainSeqs []batch.Seq) (int64, string,
 			}
 			epoch.add(bs[i*n : (i+1)*n])
 		}
-		if probe.due(step, func() <-chan error { return r.runner.CompileProbe(r.st, bs[:n]) }) {
-			times, err := r.runner.ProbeDevices(r.st, bs[:n], probeReps)
-			if err != nil {
-				w.Close()
-				return step - from, lastCkpt, fmt.Errorf("train: step %d: %w", step, err)
-			}
-			t = probe.record(step, times, t)
+		if t, err = probe.take(step, t,
+			func() <-chan error { return r.runner.CompileProbe(r.st, bs[:n]) },
+			func() ([]time.Duration, error) { return r.runner.ProbeDevices(r.st, bs[:n], probeReps) }); err != nil {
+			w.Close()
+			return step - from, lastCkpt, err
 		}
 		switch {
 		case K > 1:
